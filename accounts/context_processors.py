@@ -1,0 +1,31 @@
+"""Navigation built from the user's capabilities, so each role sees its own menu."""
+
+from django.http import HttpRequest
+from django.urls import reverse
+
+from accounts.roles import Capability
+from accounts.scoping import capabilities_for
+
+# (label, url name, capability needed; None: any logged-in user)
+NAVIGATION: list[tuple[str, str, str | None]] = [
+    ("Home", "home", None),
+    ("Today", "ris:schedule", Capability.VIEW_SCHEDULE),
+    ("Patients", "ris:patient_list", Capability.VIEW_PATIENTS),
+    ("Orders", "ris:order_list", Capability.VIEW_ORDERS),
+    ("Reading list", "ris:reading_list", Capability.READ_STUDIES),
+    ("Fee schedule", "billing:fee_list", Capability.VIEW_BILLING),
+    ("Audit trail", "accounts:audit_log", Capability.VIEW_AUDIT),
+]
+
+
+def navigation(request: HttpRequest) -> dict[str, object]:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav_items": []}
+    caps = capabilities_for(user)
+    items = [
+        {"label": label, "url": reverse(name), "active": request.path == reverse(name)}
+        for label, name, cap in NAVIGATION
+        if cap is None or cap in caps
+    ]
+    return {"nav_items": items, "user_capabilities": caps}

@@ -1,0 +1,89 @@
+from django import forms
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from accounts import audit
+from accounts.models import AuditEvent
+from accounts.permissions import capability_required
+from accounts.roles import Capability
+from accounts.selectors import audit_event_search, facilities_for
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, with each success and failure written to the audit trail."""
+
+    template_name = "accounts/login.html"
+    redirect_authenticated_user = True
+
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        response = super().form_valid(form)
+        audit.record_request(self.request, action=audit.Action.LOGIN)
+        return response
+
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
+        audit.record(
+            action=audit.Action.LOGIN_FAILED,
+            door=audit.Door.PAGE,
+            actor=(form.data.get("username") or "")[:150] or "anonymous",
+            remote_addr=audit.client_address(self.request),
+            path=self.request.path,
+        )
+        return super().form_invalid(form)
+
+
+class LogoutView(auth_views.LogoutView):
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.user.is_authenticated:
+            audit.record_request(request, action=audit.Action.LOGOUT)
+        return super().post(request, *args, **kwargs)
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    memberships = request.user.memberships.select_related("facility").order_by(
+        "facility__name", "role"
+    )
+    return render(
+        request,
+        "accounts/home.html",
+        {"memberships": memberships, "facilities": facilities_for(request.user)},
+    )
+
+
+class AuditSearchForm(forms.Form):
+    actor = forms.CharField(required=False, label="User / AE / sender")
+    action = forms.ChoiceField(required=False, choices=[("", "any"), *AuditEvent.Action.choices])
+    door = forms.ChoiceField(required=False, choices=[("", "any"), *AuditEvent.Door.choices])
+    object_type = forms.ChoiceField(
+        required=False,
+        label="Object",
+        choices=[
+            ("", "any"),
+            ("patient", "Patient"),
+            ("order", "Order"),
+            ("appointment", "Appointment"),
+            ("study", "Study"),
+            ("report", "Report"),
+        ],
+    )
+    object_id = forms.CharField(required=False, label="Object id")
+    patient_id = forms.IntegerField(required=False, min_value=1, label="Patient id")
+    remote_addr = forms.GenericIPAddressField(required=False, label="From address")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+@require_GET
+@capability_required(Capability.VIEW_AUDIT)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form = AuditSearchForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else {}
+    events = audit_event_search(
+        user=request.user, **{k: v for k, v in filters.items() if v not in ("", None)}
+    )
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    return render(request, "accounts/audit_log.html", {"form": form, "page": page})

@@ -1,0 +1,34 @@
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.routers import DefaultRouter
+
+from accounts.views import home
+from pacs.api import DicomNodeViewSet
+from ris.api import OrderViewSet, PatientViewSet, ProcedureViewSet, RoomViewSet
+
+router = DefaultRouter()
+router.register("patients", PatientViewSet, basename="patient")
+router.register("orders", OrderViewSet, basename="order")
+router.register("procedures", ProcedureViewSet, basename="procedure")
+router.register("rooms", RoomViewSet, basename="room")
+router.register("dicom-nodes", DicomNodeViewSet, basename="dicom-node")
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness for the load balancer: answers without touching patient data."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("healthz", healthz, name="healthz"),
+    path("accounts/", include("accounts.urls")),
+    path("ris/", include("ris.urls")),
+    path("billing/", include("billing.urls")),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+]

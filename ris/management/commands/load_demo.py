@@ -1,0 +1,308 @@
+"""Load demo data once: two facilities, a user of every role, catalogue, rooms, patients,
+orders and appointments for today and the coming days.
+
+Passwords are random, written to var/demo-credentials.txt (readable by the owner
+only) and printed each time the command runs, so `make run` always shows them.
+"""
+
+import datetime as dt
+import secrets
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Facility, User
+from accounts.roles import Role
+from accounts.services import user_create
+from billing.models import FeeScheduleEntry, Payer
+from pacs.models import DicomNode
+from ris import services
+from ris.models import Order, Procedure, Room
+
+FACILITIES = [
+    ("NORTH", "North Imaging Center", "NORTH_MRN"),
+    ("SOUTH", "South Radiology Clinic", "SOUTH_MRN"),
+]
+
+# code, name, modality, body part, minutes, contrast, preparation, global, professional
+CATALOGUE = [
+    ("70450", "CT head without contrast", "CT", "HEAD", 15, False, "", "420.00", "95.00"),
+    (
+        "71260",
+        "CT chest with contrast",
+        "CT",
+        "CHEST",
+        20,
+        True,
+        "Nothing to eat 4 hours before. Bring recent creatinine result.",
+        "610.00",
+        "120.00",
+    ),
+    (
+        "74177",
+        "CT abdomen and pelvis with contrast",
+        "CT",
+        "ABDOMEN",
+        25,
+        True,
+        "Nothing to eat 4 hours before; drink oral contrast as instructed.",
+        "780.00",
+        "150.00",
+    ),
+    (
+        "70553",
+        "MRI brain with and without contrast",
+        "MR",
+        "HEAD",
+        45,
+        True,
+        "Remove all metal. Tell us about implants or pacemakers.",
+        "1450.00",
+        "210.00",
+    ),
+    (
+        "73721",
+        "MRI knee without contrast",
+        "MR",
+        "KNEE",
+        30,
+        False,
+        "Remove all metal.",
+        "980.00",
+        "140.00",
+    ),
+    ("71046", "X-ray chest, 2 views", "DX", "CHEST", 10, False, "", "95.00", "25.00"),
+    ("73130", "X-ray hand, 3 views", "DX", "HAND", 10, False, "", "80.00", "20.00"),
+    (
+        "76700",
+        "Ultrasound abdomen, complete",
+        "US",
+        "ABDOMEN",
+        30,
+        False,
+        "Nothing to eat or drink 8 hours before.",
+        "310.00",
+        "75.00",
+    ),
+    (
+        "77067",
+        "Screening mammography, bilateral",
+        "MG",
+        "BREAST",
+        20,
+        False,
+        "No deodorant or powder on the day.",
+        "240.00",
+        "60.00",
+    ),
+]
+
+ROOMS = {
+    "NORTH": [("CT 1", "CT"), ("MR 1", "MR"), ("X-ray 1", "DX"), ("Ultrasound 1", "US")],
+    "SOUTH": [("CT", "CT"), ("X-ray", "DX"), ("Mammography", "MG")],
+}
+
+PATIENTS = [
+    ("Garcia", "Maria", "F", "1968-04-12"),
+    ("Smith", "John", "M", "1975-09-30"),
+    ("Nguyen", "Thi Lan", "F", "1982-01-05"),
+    ("Müller", "Jürgen", "M", "1950-11-23"),
+    ("O'Brien", "Siobhan", "F", "1991-06-17"),
+    ("Kowalski", "Piotr", "M", "1963-03-08"),
+    ("Okafor", "Chiamaka", "F", "1987-12-01"),
+    ("Haddad", "Karim", "M", "1979-07-19"),
+    ("Rossi", "Giulia", "F", "2001-02-14"),
+    ("Tanaka", "Hiroshi", "M", "1958-10-02"),
+    ("Johansson", "Erik", "M", "1945-05-25"),
+    ("Dubois", "Claire", "F", "1995-08-09"),
+]
+
+ROLE_USERS = [
+    (Role.FRONT_DESK, "frontdesk", "Fran", "Desk", ""),
+    (Role.TECHNOLOGIST, "tech", "Terry", "Tech", "RT(R)"),
+    (Role.RADIOLOGIST, "radiologist", "Rita", "Reader", "MD"),
+    (Role.REFERRING_PHYSICIAN, "referrer", "Ray", "Ferris", "MD"),
+    (Role.BILLING, "billing", "Bill", "Ing", ""),
+    (Role.ADMIN, "admin", "Ada", "Min", ""),
+]
+
+
+class Command(BaseCommand):
+    help = "Load demo facilities, users, catalogue, patients, orders and appointments (once)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--credentials-file",
+            default=str(settings.VAR_DIR / "demo-credentials.txt"),
+            help="Where the generated demo passwords are kept and read back from.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        credentials_file = Path(options["credentials_file"])
+        if Facility.objects.filter(code__in=[code for code, _, _ in FACILITIES]).exists():
+            self.stdout.write("Demo data is already loaded.")
+        else:
+            credentials = self.load()
+            credentials_file.parent.mkdir(parents=True, exist_ok=True)
+            credentials_file.touch(mode=0o600)
+            credentials_file.write_text(
+                "".join(
+                    f"{username}\t{password}\t{what}\n" for username, password, what in credentials
+                )
+            )
+            self.stdout.write(self.style.SUCCESS("Demo data loaded."))
+        if credentials_file.exists():
+            self.stdout.write(f"Demo users (from {credentials_file}):")
+            for line in credentials_file.read_text().splitlines():
+                username, password, what = line.split("\t")
+                self.stdout.write(f"  {username:<22} {password:<16} {what}")
+
+    @transaction.atomic
+    def load(self) -> list[tuple[str, str, str]]:
+        credentials: list[tuple[str, str, str]] = []
+
+        def password() -> str:
+            return secrets.token_urlsafe(9)
+
+        superuser_password = password()
+        user_create(
+            username="platform-admin",
+            password=superuser_password,
+            first_name="Platform",
+            last_name="Operator",
+            is_superuser=True,
+        )
+        credentials.append(
+            ("platform-admin", superuser_password, "Django admin site (no facility)")
+        )
+
+        today = timezone.localdate()
+        for index, (code, name, issuer) in enumerate(FACILITIES):
+            facility = Facility.objects.create(name=name, code=code, mrn_issuer=issuer)
+            users = {}
+            for role, suffix, first, last, title in ROLE_USERS:
+                username = f"{code.lower()}-{suffix}"
+                secret = password()
+                users[role] = user_create(
+                    username=username,
+                    password=secret,
+                    first_name=first,
+                    last_name=f"{last} ({code.title()})",
+                    title=title,
+                    npi=f"{1000000000 + index * 100 + len(users)}" if title == "MD" else "",
+                    roles=[(facility, role)],
+                )
+                credentials.append((username, secret, f"{Role(role).label} at {name}"))
+            procedures = self.load_catalogue(facility)
+            rooms = self.load_rooms(facility, procedures)
+            self.load_patients_and_orders(facility, procedures, rooms, users, today, index)
+            DicomNode.objects.create(
+                facility=facility,
+                ae_title=f"{code}_WS1",
+                host="127.0.0.1",
+                port=11113 + index,
+                description="Reading workstation",
+            )
+        return credentials
+
+    def load_catalogue(self, facility: Facility) -> dict[str, Procedure]:
+        payers = [
+            Payer.objects.create(facility=facility, name="Medicare", payer_identifier="00430"),
+            Payer.objects.create(facility=facility, name="Acme Health", payer_identifier="ACME1"),
+        ]
+        procedures = {}
+        effective_from = dt.date(timezone.localdate().year, 1, 1)
+        for code, name, modality, body_part, minutes, contrast, prep, glob, prof in CATALOGUE:
+            procedures[code] = Procedure.objects.create(
+                facility=facility,
+                code=code,
+                name=name,
+                modality=modality,
+                body_part=body_part,
+                duration_minutes=minutes,
+                uses_contrast=contrast,
+                preparation=prep,
+            )
+            global_price, professional = Decimal(glob), Decimal(prof)
+            for payer, factor in [
+                (None, Decimal("1.00")),
+                *zip(payers, [Decimal("0.80"), Decimal("0.95")], strict=True),
+            ]:
+                FeeScheduleEntry.objects.create(
+                    facility=facility,
+                    payer=payer,
+                    procedure_code=code,
+                    global_price=(global_price * factor).quantize(Decimal("0.01")),
+                    professional_price=(professional * factor).quantize(Decimal("0.01")),
+                    technical_price=((global_price - professional) * factor).quantize(
+                        Decimal("0.01")
+                    ),
+                    effective_from=effective_from,
+                )
+        return procedures
+
+    def load_rooms(self, facility: Facility, procedures: dict[str, Procedure]) -> list[Room]:
+        rooms = []
+        for number, (name, modality) in enumerate(ROOMS[facility.code], start=1):
+            room = Room.objects.create(
+                facility=facility,
+                name=name,
+                modality=modality,
+                ae_title=f"{facility.code}_{modality}{number}",
+            )
+            room.procedures.set([p for p in procedures.values() if p.modality == modality])
+            rooms.append(room)
+        return rooms
+
+    def load_patients_and_orders(
+        self,
+        facility: Facility,
+        procedures: dict[str, Procedure],
+        rooms: list[Room],
+        users: dict[str, User],
+        today: dt.date,
+        facility_index: int,
+    ) -> None:
+        referrer = users[Role.REFERRING_PHYSICIAN]
+        clerk = users[Role.FRONT_DESK]
+        next_free: dict[tuple[int, dt.date], dt.datetime] = {}
+        patients = PATIENTS[facility_index::2] + PATIENTS[1 - facility_index :: 3]
+        for number, (family, given, sex, birth) in enumerate(patients, start=1):
+            patient = services.patient_create(
+                facility=facility,
+                mrn=f"{facility_index + 1}{number:05d}",
+                family_name=family,
+                given_name=given,
+                sex=sex,
+                birth_date=dt.date.fromisoformat(birth),
+                actor=clerk,
+            )
+            room = rooms[number % len(rooms)]
+            candidates = [p for p in procedures.values() if p.modality == room.modality]
+            procedure = candidates[number % len(candidates)]
+            order = services.order_create(
+                patient=patient,
+                procedure=procedure,
+                priority=Order.Priority.STAT if number % 7 == 0 else Order.Priority.ROUTINE,
+                referring_physician=referrer,
+                reason="Demo order",
+                diagnosis_codes="R07.9" if procedure.body_part == "CHEST" else "R69",
+                actor=clerk,
+            )
+            # Spread appointments over today and the next three days, 08:00 onwards.
+            day = today + dt.timedelta(days=number % 4)
+            start = next_free.get((room.pk, day)) or timezone.make_aware(
+                dt.datetime.combine(day, dt.time(8, 0))
+            )
+            appointment = services.appointment_book(
+                order=order, room=room, starts_at=start, actor=clerk
+            )
+            next_free[(room.pk, day)] = appointment.ends_at + dt.timedelta(minutes=15)
+            if day == today and number % 2 == 0:
+                # Done at the modality this morning: ready for the reading list.
+                services.order_status_set(order=order, status=Order.Status.COMPLETED, actor=clerk)

@@ -1,0 +1,221 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from accounts.models import Facility
+from accounts.scoping import FacilityScopedQuerySet
+from pacs.dicom.vocabulary import Modality, validate_ae_title
+
+
+class Patient(models.Model):
+    """A patient registered at a facility, identified by MRN and its issuer.
+
+    Names keep the five DICOM PN components (PS3.5 6.2) so they round-trip to
+    DICOM (0010,0010) and HL7 XPN without loss.
+    """
+
+    class Sex(models.TextChoices):
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "O", "Other"
+        UNKNOWN = "U", "Unknown"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="patients")
+    mrn = models.CharField("MRN", max_length=64)
+    mrn_issuer = models.CharField(
+        "issuer of MRN", max_length=64, help_text="DICOM Issuer of Patient ID (0010,0021)."
+    )
+    family_name = models.CharField(max_length=64)
+    given_name = models.CharField(max_length=64, blank=True)
+    middle_name = models.CharField(max_length=64, blank=True)
+    name_prefix = models.CharField(max_length=64, blank=True)
+    name_suffix = models.CharField(max_length=64, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["family_name", "given_name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "mrn_issuer", "mrn"], name="patient_unique_mrn_per_issuer"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["facility", "family_name", "given_name"]),
+            models.Index(fields=["facility", "birth_date"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} (MRN {self.mrn})"
+
+    @property
+    def display_name(self) -> str:
+        given = " ".join(p for p in (self.given_name, self.middle_name) if p)
+        return f"{self.family_name}, {given}" if given else self.family_name
+
+    @property
+    def dicom_name(self) -> str:
+        """Patient's Name as a DICOM PN value: Family^Given^Middle^Prefix^Suffix."""
+        parts = [
+            self.family_name,
+            self.given_name,
+            self.middle_name,
+            self.name_prefix,
+            self.name_suffix,
+        ]
+        return "^".join(parts).rstrip("^")
+
+
+class Procedure(models.Model):
+    """An orderable imaging procedure in a facility's catalogue (CPT/HCPCS code)."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="procedures")
+    code = models.CharField(max_length=16, help_text="CPT/HCPCS or local code.")
+    name = models.CharField(max_length=200)
+    modality = models.CharField(max_length=4, choices=Modality.choices)
+    body_part = models.CharField(max_length=64, blank=True)
+    duration_minutes = models.PositiveSmallIntegerField(default=30)
+    uses_contrast = models.BooleanField(default=False)
+    preparation = models.TextField(blank=True, help_text="Instructions printed for the patient.")
+    is_active = models.BooleanField(default=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["modality", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["facility", "code"], name="procedure_unique_code"),
+            models.CheckConstraint(
+                condition=Q(duration_minutes__gt=0), name="procedure_duration_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+
+class Room(models.Model):
+    """A scan room with its modality: a schedulable resource and a DICOM AE title."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="rooms")
+    name = models.CharField(max_length=100)
+    modality = models.CharField(max_length=4, choices=Modality.choices)
+    ae_title = models.CharField(
+        "AE title",
+        max_length=16,
+        unique=True,
+        validators=[validate_ae_title],
+        help_text="Station AE title the modality uses for worklist queries and sending images.",
+    )
+    procedures = models.ManyToManyField(Procedure, related_name="rooms", blank=True)
+    is_active = models.BooleanField(default=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["facility", "name"], name="room_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.modality}, {self.ae_title})"
+
+
+class Order(models.Model):
+    """An imaging request for one procedure, identified by its accession number."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        SCHEDULED = "scheduled", "Scheduled"
+        ARRIVED = "arrived", "Arrived"
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+        REPORTED = "reported", "Reported"
+        FINAL = "final", "Final"
+        CANCELLED = "cancelled", "Cancelled"
+        NO_SHOW = "no_show", "No-show"
+
+    class Priority(models.TextChoices):
+        STAT = "stat", "STAT"
+        URGENT = "urgent", "Urgent"
+        ROUTINE = "routine", "Routine"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="orders")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="orders")
+    procedure = models.ForeignKey(Procedure, on_delete=models.PROTECT, related_name="orders")
+    accession_number = models.CharField(max_length=16, help_text="DICOM (0008,0050).")
+    placer_order_number = models.CharField(
+        max_length=64, blank=True, help_text="The HIS's order number (HL7 ORC-2)."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.ROUTINE)
+    referring_physician = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="referred_orders",
+    )
+    referring_physician_name = models.CharField(
+        max_length=200, blank=True, help_text="As DICOM PN, when not a user of ours."
+    )
+    reason = models.TextField(blank=True)
+    diagnosis_codes = models.CharField(
+        max_length=200, blank=True, help_text="ICD-10 codes, comma separated."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "accession_number"], name="order_unique_accession"
+            ),
+            models.UniqueConstraint(
+                fields=["facility", "placer_order_number"],
+                condition=~Q(placer_order_number=""),
+                name="order_unique_placer_number",
+            ),
+        ]
+        indexes = [models.Index(fields=["facility", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.accession_number} {self.procedure.name}"
+
+
+class Appointment(models.Model):
+    """An order booked on a room for a time slot."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="appointments")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="appointments")
+    room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="appointments")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    is_cancelled = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=F("starts_at")), name="appointment_ends_after_start"
+            ),
+        ]
+        indexes = [models.Index(fields=["room", "starts_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.room.name} {self.starts_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def patient_id(self) -> int:
+        return self.order.patient_id
