@@ -1,0 +1,32 @@
+import pytest
+from django.urls import reverse
+
+from accounts.roles import Role
+from tests.factories import client_for, member
+
+pytestmark = pytest.mark.django_db
+
+EXPECTED_MENU = {
+    Role.FRONT_DESK: ["Home", "Today", "Patients", "Orders"],
+    Role.TECHNOLOGIST: ["Home", "Today", "Patients", "Orders"],
+    Role.RADIOLOGIST: ["Home", "Today", "Patients", "Orders", "Reading list"],
+    Role.REFERRING_PHYSICIAN: ["Home"],
+    Role.BILLING: ["Home", "Patients", "Orders", "Fee schedule"],
+    Role.ADMIN: ["Home", "Today", "Fee schedule", "Audit trail"],
+}
+
+
+@pytest.mark.parametrize("role", list(EXPECTED_MENU))
+def test_each_role_gets_its_own_menu_and_every_entry_opens(role, facility_a):
+    client = client_for(member(facility_a, role))
+    response = client.get(reverse("home"))
+    items = response.context["nav_items"]
+    assert [item["label"] for item in items] == EXPECTED_MENU[role]
+    for item in items:
+        assert client.get(item["url"]).status_code == 200, item
+
+
+def test_pages_are_laid_out_for_phones_and_tablets(clerk):
+    html = client_for(clerk).get(reverse("home")).content.decode()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    assert 'id="nav-toggle"' in html

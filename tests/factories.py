@@ -1,0 +1,129 @@
+"""Factories for the shared data model; tests build personas from these."""
+
+import datetime as dt
+
+import factory
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import Facility, Membership, User
+from billing.models import FeeScheduleEntry, Payer
+from pacs.models import DicomNode
+from ris import services
+from ris.models import Appointment, Order, Patient, Procedure, Room
+
+PASSWORD = "correct horse battery staple"
+
+
+class FacilityFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Facility
+
+    name = factory.Sequence(lambda n: f"Clinic {n}")
+    code = factory.Sequence(lambda n: f"F{n}")
+    mrn_issuer = factory.LazyAttribute(lambda o: f"{o.code}_MRN")
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    first_name = "Pat"
+    last_name = factory.Sequence(lambda n: f"Person{n}")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def save_password(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+def member(facility: Facility, role: str, **kwargs) -> User:
+    """A user holding `role` at `facility`."""
+    user = UserFactory(**kwargs)
+    Membership.objects.create(user=user, facility=facility, role=role)
+    return user
+
+
+class PatientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Patient
+
+    facility = factory.SubFactory(FacilityFactory)
+    mrn = factory.Sequence(lambda n: f"{100000 + n}")
+    mrn_issuer = factory.LazyAttribute(lambda o: o.facility.mrn_issuer)
+    family_name = factory.Sequence(lambda n: f"Family{n}")
+    given_name = "Alex"
+    birth_date = dt.date(1970, 1, 1)
+    sex = Patient.Sex.FEMALE
+
+
+class ProcedureFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Procedure
+
+    facility = factory.SubFactory(FacilityFactory)
+    code = factory.Sequence(lambda n: f"7{n:04d}")
+    name = "CT head without contrast"
+    modality = "CT"
+    duration_minutes = 20
+
+
+class RoomFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Room
+
+    facility = factory.SubFactory(FacilityFactory)
+    name = factory.Sequence(lambda n: f"Room {n}")
+    modality = "CT"
+    ae_title = factory.Sequence(lambda n: f"CT{n}")
+
+
+def order_for(patient: Patient, **kwargs) -> Order:
+    """An order made the way the front desk makes one (accession number from the service)."""
+    procedure = kwargs.pop("procedure", None) or ProcedureFactory(facility=patient.facility)
+    return services.order_create(patient=patient, procedure=procedure, **kwargs)
+
+
+def appointment_for(order: Order, room: Room | None = None) -> Appointment:
+    room = room or RoomFactory(facility=order.facility)
+    return services.appointment_book(order=order, room=room, starts_at=timezone.now())
+
+
+class DicomNodeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DicomNode
+
+    facility = factory.SubFactory(FacilityFactory)
+    ae_title = factory.Sequence(lambda n: f"NODE{n}")
+    host = "127.0.0.1"
+    port = 11113
+
+
+class PayerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Payer
+
+    facility = factory.SubFactory(FacilityFactory)
+    name = factory.Sequence(lambda n: f"Payer {n}")
+
+
+class FeeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FeeScheduleEntry
+
+    facility = factory.SubFactory(FacilityFactory)
+    procedure_code = "70450"
+    global_price = "420.00"
+    professional_price = "95.00"
+    technical_price = "325.00"
+    effective_from = dt.date(2026, 1, 1)
+
+
+def client_for(user: User) -> Client:
+    """A browser session logged in as `user`."""
+    client = Client()
+    client.force_login(user)
+    return client

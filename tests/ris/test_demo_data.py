@@ -1,0 +1,41 @@
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from accounts.models import Facility, User
+from accounts.roles import Role
+from ris.models import Appointment, Order, Patient
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(tmp_path):
+    credentials = tmp_path / "demo-credentials.txt"
+    out = StringIO()
+    call_command("load_demo", credentials_file=str(credentials), stdout=out)
+    assert set(Facility.objects.values_list("code", flat=True)) == {"NORTH", "SOUTH"}
+    for facility in Facility.objects.all():
+        roles = set(facility.memberships.values_list("role", flat=True))
+        assert roles == set(Role.values)
+        assert Patient.objects.filter(facility=facility).count() >= 8
+        assert facility.rooms.exclude(ae_title="").count() >= 3
+        assert facility.procedures.count() >= 8
+        assert facility.fees.exists()
+    today = timezone.localdate()
+    assert Appointment.objects.filter(starts_at__date=today).exists()
+    assert Appointment.objects.filter(starts_at__date__gt=today).exists()
+    assert Order.objects.filter(status=Order.Status.COMPLETED).exists()  # reading list
+    # Passwords are printed and work.
+    lines = [line.split() for line in out.getvalue().splitlines() if line.startswith("  ")]
+    assert len(lines) == User.objects.count()
+    username, password = lines[1][:2]
+    assert User.objects.get(username=username).check_password(password)
+    assert oct(credentials.stat().st_mode & 0o777) == "0o600"
+
+    again = StringIO()
+    call_command("load_demo", credentials_file=str(credentials), stdout=again)
+    assert "already loaded" in again.getvalue()
+    assert password in again.getvalue()
+    assert Facility.objects.count() == 2

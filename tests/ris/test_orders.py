@@ -1,0 +1,142 @@
+import threading
+
+import pytest
+from django.db import IntegrityError, connection, connections
+from django.urls import reverse
+
+from ris import services
+from ris.models import Order, Patient
+from tests.factories import (
+    FacilityFactory,
+    PatientFactory,
+    ProcedureFactory,
+    RoomFactory,
+    appointment_for,
+    client_for,
+    order_for,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_accession_numbers_are_generated_once_in_sequence_per_facility(facility_a, facility_b):
+    first = order_for(PatientFactory(facility=facility_a))
+    second = order_for(PatientFactory(facility=facility_a))
+    other = order_for(PatientFactory(facility=facility_b))
+    assert (first.accession_number, second.accession_number) == ("NORTH0000001", "NORTH0000002")
+    assert other.accession_number == "SOUTH0000001"
+    assert len(first.accession_number) <= 16  # DICOM SH
+
+
+def test_the_database_refuses_a_duplicate_accession_number_in_a_facility(facility_a):
+    order = order_for(PatientFactory(facility=facility_a))
+    with pytest.raises(IntegrityError):
+        Order.objects.create(
+            facility=facility_a,
+            patient=order.patient,
+            procedure=order.procedure,
+            accession_number=order.accession_number,
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
+def test_concurrent_orders_never_share_an_accession_number():
+    facility = FacilityFactory(code="CONC")
+    procedure = ProcedureFactory(facility=facility)
+    patients = [PatientFactory(facility=facility) for _ in range(8)]
+    numbers: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(patients))
+
+    def place(patient: Patient) -> None:
+        try:
+            barrier.wait()
+            numbers.append(
+                services.order_create(patient=patient, procedure=procedure).accession_number
+            )
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=place, args=(p,)) for p in patients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(numbers) == [f"CONC{n:07d}" for n in range(1, 9)]
+
+
+def test_an_order_needs_a_procedure_of_the_patients_facility(facility_a, facility_b):
+    patient = PatientFactory(facility=facility_a)
+    with pytest.raises(services.RisError, match="catalogue"):
+        services.order_create(patient=patient, procedure=ProcedureFactory(facility=facility_b))
+
+
+def test_a_patient_mrn_is_unique_per_issuer_in_a_facility(facility_a, facility_b):
+    services.patient_create(facility=facility_a, mrn="123", family_name="One")
+    with pytest.raises(services.RisError, match="already registered"):
+        services.patient_create(facility=facility_a, mrn="123", family_name="Two")
+    services.patient_create(facility=facility_a, mrn="123", family_name="Three", mrn_issuer="HIS")
+    services.patient_create(facility=facility_b, mrn="123", family_name="Four")
+    assert Patient.objects.filter(mrn="123").count() == 3
+
+
+def test_patient_names_keep_the_dicom_components(facility_a):
+    patient = PatientFactory(
+        facility=facility_a,
+        family_name="Müller",
+        given_name="Jürgen",
+        middle_name="K",
+        name_suffix="Jr",
+    )
+    assert patient.dicom_name == "Müller^Jürgen^K^^Jr"
+    assert PatientFactory(facility=facility_a, family_name="Doe", given_name="").dicom_name == "Doe"
+
+
+def test_booking_an_order_schedules_it_for_the_procedure_duration(facility_a):
+    order = order_for(PatientFactory(facility=facility_a))
+    appointment = appointment_for(order, RoomFactory(facility=facility_a))
+    order.refresh_from_db()
+    assert order.status == Order.Status.SCHEDULED
+    assert (appointment.ends_at - appointment.starts_at).total_seconds() == 20 * 60
+
+
+def test_a_room_of_another_facility_cannot_be_booked(facility_a, facility_b):
+    order = order_for(PatientFactory(facility=facility_a))
+    with pytest.raises(services.RisError, match="room"):
+        appointment_for(order, RoomFactory(facility=facility_b))
+
+
+def test_the_reading_list_puts_stat_first_then_the_longest_waiting(radiologist, facility_a):
+    routine_old = order_for(PatientFactory(facility=facility_a))
+    stat = order_for(PatientFactory(facility=facility_a), priority=Order.Priority.STAT)
+    routine_new = order_for(PatientFactory(facility=facility_a))
+    pending = order_for(PatientFactory(facility=facility_a))
+    for order in (routine_old, stat, routine_new):
+        services.order_status_set(order=order, status=Order.Status.COMPLETED)
+    response = client_for(radiologist).get(reverse("ris:reading_list"))
+    assert response.context["orders"] == [stat, routine_old, routine_new]
+    assert pending.accession_number not in response.content.decode()
+
+
+def test_patient_search_finds_by_name_mrn_and_birth_date(clerk, facility_a):
+    maria = PatientFactory(facility=facility_a, family_name="Garcia", given_name="Maria", mrn="555")
+    PatientFactory(facility=facility_a, family_name="Smith", given_name="John")
+    client = client_for(clerk)
+    for query in ("garcia", "Garcia Mar", "555", maria.birth_date.isoformat()):
+        page = client.get(reverse("ris:patient_list"), {"q": query}).context["page"]
+        assert maria in list(page), query
+    assert list(client.get(reverse("ris:patient_list"), {"q": "garcia"}).context["page"]) == [maria]
+
+
+def test_patient_list_query_count_does_not_grow_with_rows(
+    clerk, facility_a, django_assert_max_num_queries
+):
+    for _ in range(30):
+        PatientFactory(facility=facility_a)
+    client = client_for(clerk)
+    with django_assert_max_num_queries(14):
+        assert client.get(reverse("ris:patient_list")).status_code == 200

@@ -1,0 +1,44 @@
+"""The broker path, once, for real: test process -> Redis -> worker -> Redis -> test process."""
+
+import time
+
+import pytest
+import redis
+from celery import Celery
+from celery.backends.redis import RedisBackend
+
+from tests.services.conftest import Worker
+from tests.services.probe_tasks import add, fails_once
+
+pytestmark = pytest.mark.services
+
+RESULT_TIMEOUT = 15
+
+
+def _wait_for_log(worker: Worker, text: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in worker.log_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{text!r} not in the worker log:\n{worker.log_text()}")
+        time.sleep(0.05)
+
+
+def test_a_task_round_trips_through_redis_and_a_worker(
+    celery_on_redis: Celery, celery_worker: Worker, redis_url: str
+) -> None:
+    result = add.delay(2, 3)
+
+    assert result.get(timeout=RESULT_TIMEOUT) == 5
+    # Not eager: the result came back through Redis, from the worker process.
+    assert isinstance(result.backend, RedisBackend)
+    assert redis.Redis.from_url(redis_url).exists(f"celery-task-meta-{result.id}")
+    _wait_for_log(worker=celery_worker, text=f"Task tests.probe.add[{result.id}] succeeded")
+
+
+def test_a_failing_task_is_retried_by_the_worker(
+    celery_on_redis: Celery, celery_worker: Worker
+) -> None:
+    result = fails_once.delay()
+
+    assert result.get(timeout=RESULT_TIMEOUT) == 1
+    _wait_for_log(worker=celery_worker, text=f"Task tests.probe.fails_once[{result.id}] retry")
