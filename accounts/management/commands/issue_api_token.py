@@ -1,6 +1,6 @@
 """Issue (or show) the API token of a user, printing only the token, for scripts:
 
-    TOKEN=$(python manage.py issue_api_token alice)
+TOKEN=$(python manage.py issue_api_token alice)
 """
 
 from typing import Any
