@@ -28,6 +28,7 @@ pg_bindir() {
 ensure_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v chromium >/dev/null || missing+=(chromium)
     pg_bindir >/dev/null || missing+=(postgresql)
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]}"
