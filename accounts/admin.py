@@ -84,3 +84,12 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _platform_operators_only(request: HttpRequest) -> bool:
+    """The admin site bypasses facility scoping, so it is for the platform operator only."""
+    return request.user.is_active and request.user.is_superuser
+
+
+admin.site.has_permission = _platform_operators_only
+admin.site.site_header = "RadPACS administration"

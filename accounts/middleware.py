@@ -2,33 +2,27 @@
 
 from collections.abc import Callable
 
-from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth.middleware import (
+    LoginRequiredMiddleware as DjangoLoginRequiredMiddleware,
+)
 from django.http import HttpRequest, HttpResponse
 
-# Paths that authenticate themselves (token or session, answering 401/403 rather
-# than redirecting) or need no login at all.
-SELF_AUTHENTICATING_PREFIXES = ("/api/", "/dicom-web/")
-PUBLIC_PATHS = ("/accounts/login/", "/healthz")
 
+class LoginRequiredMiddleware(DjangoLoginRequiredMiddleware):
+    """Django's: every page needs a login unless its view is `@login_not_required`.
 
-class LoginRequiredMiddleware:
-    """Redirect anonymous page requests to the login page; nothing is public by accident."""
+    The REST API and DICOMweb authenticate each request themselves (token or
+    session) and answer 401 rather than redirect to a form.
+    """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-        self.static_prefix = "/" + settings.STATIC_URL.lstrip("/")
+    self_authenticating_prefixes = ("/api/", "/dicom-web/")
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        path = request.path_info
-        if (
-            request.user.is_authenticated
-            or path.startswith(SELF_AUTHENTICATING_PREFIXES)
-            or path.startswith(PUBLIC_PATHS)
-            or path.startswith(self.static_prefix)
-        ):
-            return self.get_response(request)
-        return redirect_to_login(request.get_full_path())
+    def process_view(
+        self, request: HttpRequest, view_func: Callable, view_args: list, view_kwargs: dict
+    ) -> HttpResponse | None:
+        if request.path_info.startswith(self.self_authenticating_prefixes):
+            return None
+        return super().process_view(request, view_func, view_args, view_kwargs)
 
 
 CONTENT_SECURITY_POLICY = "; ".join(

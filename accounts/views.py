@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -43,7 +44,11 @@ class LogoutView(auth_views.LogoutView):
 
 
 @require_GET
+@login_not_required
 def home(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        # The front door of the service is the login form itself.
+        return LoginView.as_view()(request)
     memberships = request.user.memberships.select_related("facility").order_by(
         "facility__name", "role"
     )

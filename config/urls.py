@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -16,6 +17,7 @@ router.register("rooms", RoomViewSet, basename="room")
 router.register("dicom-nodes", DicomNodeViewSet, basename="dicom-node")
 
 
+@login_not_required
 def healthz(request: HttpRequest) -> HttpResponse:
     """Liveness for the load balancer: answers without touching patient data."""
     return HttpResponse("ok", content_type="text/plain")

@@ -13,10 +13,25 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
-from tests.factories import PASSWORD, PatientFactory, client_for
+from accounts.roles import Role
+from tests.factories import PASSWORD, PatientFactory, client_for, member
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_front_door_is_the_login_page():
+    response = Client().get("/")
+    assert response.status_code == 200
+    assert b'name="password"' in response.content
+    assert Client().get("/healthz").content == b"ok"
+
+
+def test_the_admin_site_is_for_the_platform_operator_only(facility_a):
+    staff = member(facility_a, Role.ADMIN, is_staff=True)
+    response = client_for(staff).get(reverse("admin:ris_patient_changelist"))
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
 
 
 def test_anonymous_pages_redirect_to_login_and_the_api_answers_401():
@@ -33,10 +48,10 @@ def test_the_login_page_logs_a_user_in_and_logout_needs_a_post(clerk):
     client = Client()
     response = client.post(reverse("accounts:login"), {"username": "clerk", "password": PASSWORD})
     assert response.status_code == 302
-    assert client.get(reverse("home")).status_code == 200
+    assert client.get(reverse("ris:patient_list")).status_code == 200
     assert client.get(reverse("accounts:logout")).status_code == 405
     client.post(reverse("accounts:logout"))
-    assert client.get(reverse("home")).status_code == 302
+    assert client.get(reverse("ris:patient_list")).status_code == 302
 
 
 def test_repeated_failed_logins_lock_the_account_even_with_the_right_password(clerk):
@@ -46,7 +61,7 @@ def test_repeated_failed_logins_lock_the_account_even_with_the_right_password(cl
     response = client.post(reverse("accounts:login"), {"username": "clerk", "password": PASSWORD})
     assert response.status_code == 429
     assert b"Too many failed logins" in response.content
-    assert client.get(reverse("home")).status_code == 302
+    assert client.get(reverse("ris:patient_list")).status_code == 302
 
 
 def test_the_login_form_requires_a_csrf_token(clerk):
