@@ -17,11 +17,9 @@ PRODUCTION = {
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL", "IMAGE_STORAGE")
-    }
+    # Start from a clean slate: make test itself exports some of these.
+    ours = ("SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL", "IMAGE_STORAGE", "VAR_DIR")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

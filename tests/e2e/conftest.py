@@ -3,17 +3,13 @@
 No browser download: Playwright launches /usr/bin/chromium (scripts/test.sh installs it).
 """
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from playwright.sync_api import Browser, Page, sync_playwright
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
-# between browser steps are ordinary blocking calls.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -28,16 +24,25 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
+    """A chromium per test: Playwright's event loop then runs only while the test does.
+
+    While it runs, the ORM calls a test makes between browser steps are plain blocking
+    calls, which Django would refuse inside a running event loop without this flag.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium not found (scripts/test.sh installs Debian's chromium)")
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        context_browser = playwright.chromium.launch(
+        chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
-        yield context_browser
-        context_browser.close()
+        yield chromium
+        chromium.close()
+        # Inside a running event loop Django keeps connections per context, not per
+        # thread: close the ones this test opened before the loop goes away.
+        connections.close_all()
 
 
 @pytest.fixture
