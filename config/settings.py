@@ -282,6 +282,8 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "radpacs@localhost")
 # DICOM and HL7 listeners (used by the archive and HL7 issues).
 DICOM_AE_TITLE = env("DICOM_AE_TITLE", "RADPACS")
 DICOM_PORT = env_int("DICOM_PORT", 11112)
+# A stored SOP Instance UID re-sent with different bytes: reject | keep_first | overwrite.
+DICOM_DUPLICATE_POLICY = env("DICOM_DUPLICATE_POLICY", "reject")
 HL7_PORT = env_int("HL7_PORT", 2575)
 
 LOGGING = {

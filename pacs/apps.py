@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class PacsConfig(AppConfig):
     name = "pacs"
     verbose_name = "PACS"
+
+    def ready(self) -> None:
+        import pydicom.config
+
+        # An archive keeps what modalities send; invalid values are the sender's to fix
+        # and would otherwise fill the logs with a warning per element.
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

@@ -35,3 +35,130 @@ class DicomNode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ae_title} @ {self.host}:{self.port}"
+
+
+class Study(models.Model):
+    """A DICOM study received by the archive, with the patient and order it was matched to.
+
+    Patient-level attributes are kept as received so an unmatched study can still be
+    listed, searched and reconciled by a human.
+    """
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="studies")
+    patient = models.ForeignKey(
+        "ris.Patient", on_delete=models.PROTECT, null=True, blank=True, related_name="studies"
+    )
+    order = models.ForeignKey(
+        "ris.Order", on_delete=models.SET_NULL, null=True, blank=True, related_name="studies"
+    )
+    study_instance_uid = models.CharField(max_length=64)
+    # Patient module, as received (0010,xxxx).
+    dicom_patient_id = models.CharField("Patient ID", max_length=64, blank=True)
+    issuer_of_patient_id = models.CharField(max_length=64, blank=True)
+    patient_name = models.CharField(max_length=324, blank=True)
+    patient_birth_date = models.CharField(max_length=8, blank=True)
+    patient_sex = models.CharField(max_length=16, blank=True)
+    # General study module (0008/0020,xxxx).
+    study_date = models.CharField(max_length=8, blank=True, help_text="YYYYMMDD")
+    study_time = models.CharField(max_length=16, blank=True)
+    accession_number = models.CharField(max_length=16, blank=True)
+    study_id = models.CharField(max_length=16, blank=True)
+    study_description = models.CharField(max_length=64, blank=True)
+    referring_physician_name = models.CharField(max_length=324, blank=True)
+    modalities_in_study = models.CharField(max_length=64, blank=True, help_text="e.g. CT\\SR")
+    number_of_series = models.PositiveIntegerField(default=0)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    needs_refresh = models.BooleanField(
+        default=False, help_text="Instances arrived since counts and links were last computed."
+    )
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-study_date", "-received_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "study_instance_uid"], name="study_unique_uid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["facility", "dicom_patient_id"]),
+            models.Index(fields=["facility", "accession_number"]),
+            models.Index(fields=["facility", "study_date"]),
+            models.Index(fields=["facility", "patient_name"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study_date} {self.study_description or self.study_instance_uid}"
+
+
+class Series(models.Model):
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    series_instance_uid = models.CharField(max_length=64)
+    modality = models.CharField(max_length=16, blank=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    series_description = models.CharField(max_length=64, blank=True)
+    body_part_examined = models.CharField(max_length=16, blank=True)
+    series_date = models.CharField(max_length=8, blank=True)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    thumbnail_key = models.CharField(max_length=128, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "series"
+        ordering = ["series_number", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "series_instance_uid"], name="series_unique_uid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.modality} {self.series_number} {self.series_description}"
+
+    @property
+    def patient_id(self) -> int | None:
+        return self.study.patient_id
+
+
+class Instance(models.Model):
+    """One stored SOP instance: where its bytes are and the tags the index needs.
+
+    `metadata_json` is the instance's DICOM JSON (PS3.18 F.2) without bulk data values,
+    built once at ingest, so /metadata is a concatenation of rows, never a file read.
+    """
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_instance_uid = models.CharField(max_length=64)
+    sop_class_uid = models.CharField(max_length=64)
+    transfer_syntax_uid = models.CharField(max_length=64)
+    instance_number = models.IntegerField(null=True, blank=True)
+    rows = models.PositiveIntegerField(null=True, blank=True)
+    columns = models.PositiveIntegerField(null=True, blank=True)
+    number_of_frames = models.PositiveIntegerField(default=1)
+    storage_key = models.CharField(max_length=128, help_text="Content address (SHA-256).")
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    metadata_json = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["instance_number", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "sop_instance_uid"], name="instance_unique_uid"
+            ),
+        ]
+        indexes = [models.Index(fields=["storage_key"])]
+
+    def __str__(self) -> str:
+        return self.sop_instance_uid

@@ -168,6 +168,9 @@ class Order(models.Model):
     diagnosis_codes = models.CharField(
         max_length=200, blank=True, help_text="ICD-10 codes, comma separated."
     )
+    images_received_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the archive first received a study for it."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

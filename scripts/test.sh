@@ -29,6 +29,7 @@ ensure_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v chromium >/dev/null || missing+=(chromium)
+    command -v storescu >/dev/null || missing+=(dcmtk)
     pg_bindir >/dev/null || missing+=(postgresql)
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]}"

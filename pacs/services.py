@@ -1,0 +1,366 @@
+"""Archive operations. `ingest` is the one way an image enters, whichever door it uses.
+
+Order of work: parse the header once (no pixel data), write the bytes durably under
+their content address, then record Study/Series/Instance in one transaction. The
+caller reports success only after `ingest` returns. Slow work (counts, order
+linking, thumbnails) runs in a Celery task after commit.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from accounts import audit
+from accounts.models import Facility, User
+from pacs import storage
+from pacs.dicom.parse import DicomParseError, Header, instance_json, read_header
+from pacs.models import Instance, Series, Study
+from ris.models import Order, Patient
+
+logger = logging.getLogger(__name__)
+
+
+class DuplicatePolicy(enum.StrEnum):
+    """What to do when a stored SOP Instance UID arrives again with different bytes."""
+
+    REJECT = "reject"
+    KEEP_FIRST = "keep_first"
+    OVERWRITE = "overwrite"
+
+
+class IngestOutcome(enum.StrEnum):
+    STORED = "stored"
+    ALREADY_STORED = "already_stored"  # same bytes again: a no-op success
+    KEPT_FIRST = "kept_first"  # different bytes, policy keep_first: success, nothing changed
+    OVERWRITTEN = "overwritten"
+
+
+class IngestError(Exception):
+    """The instance is refused; `reason` is for the sender, `dicom_status` for DIMSE."""
+
+    def __init__(self, reason: str, dicom_status: int = 0xC000, http_status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.dicom_status = dicom_status
+        self.http_status = http_status
+
+
+# PS3.4 B.2.3 / PS3.7 C: 0xC000 "cannot understand", 0x0111 "duplicate SOP instance",
+# 0xA700 "out of resources".
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_DUPLICATE_SOP_INSTANCE = 0x0111
+STATUS_OUT_OF_RESOURCES = 0xA700
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: IngestOutcome
+    instance_id: int
+    study_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+def duplicate_policy() -> DuplicatePolicy:
+    return DuplicatePolicy(getattr(settings, "DICOM_DUPLICATE_POLICY", DuplicatePolicy.REJECT))
+
+
+def ingest(
+    data: bytes,
+    *,
+    facility: Facility,
+    door: str,
+    actor: str = "",
+    user: User | None = None,
+    remote_addr: str | None = None,
+) -> IngestResult:
+    """Store one DICOM Part 10 file for `facility`; raise IngestError to refuse it."""
+    try:
+        header = read_header(data)
+        metadata = instance_json(header)
+    except DicomParseError as error:
+        logger.warning("refused instance from %s (%s): %s", actor or door, door, error)
+        raise IngestError(str(error), STATUS_CANNOT_UNDERSTAND) from error
+
+    key, digest = storage.content_key(data)
+    existing = (
+        Instance.objects.filter(facility=facility, sop_instance_uid=header.sop_instance_uid)
+        .only("id", "sha256", "storage_key", "series__study_id", "sop_class_uid")
+        .select_related("series")
+        .first()
+    )
+    if existing is not None:
+        return _resend(existing, header, data, key, digest, actor or door)
+
+    try:
+        created_file = storage.put(key, data)
+    except OSError as error:
+        logger.error("cannot store %s: %s", header.sop_instance_uid, error)
+        raise IngestError("archive storage is unavailable", STATUS_OUT_OF_RESOURCES, 503) from error
+
+    try:
+        instance, study = _record(
+            header,
+            facility,
+            key,
+            digest,
+            len(data),
+            metadata,
+            audit_context={
+                "door": door,
+                "user": user,
+                "actor": actor,
+                "remote_addr": remote_addr,
+            },
+        )
+    except IntegrityError:
+        # Another association stored the same SOP instance between our check and insert.
+        existing = (
+            Instance.objects.filter(facility=facility, sop_instance_uid=header.sop_instance_uid)
+            .select_related("series")
+            .first()
+        )
+        if existing is None:
+            _discard_unreferenced(key, created_file)
+            raise
+        return _resend(existing, header, data, key, digest, actor or door)
+    except BaseException:
+        _discard_unreferenced(key, created_file)
+        raise
+
+    return IngestResult(
+        IngestOutcome.STORED,
+        instance.pk,
+        study.pk,
+        header.sop_class_uid,
+        header.sop_instance_uid,
+    )
+
+
+@transaction.atomic
+def _record(
+    header: Header,
+    facility: Facility,
+    key: str,
+    digest: str,
+    size: int,
+    metadata: str,
+    audit_context: dict,
+) -> tuple[Instance, Study]:
+    study, study_created = _study_for(header, facility)
+    if study_created:
+        audit.record(
+            action=audit.Action.CREATE,
+            obj=study,
+            detail={"study_instance_uid": study.study_instance_uid},
+            **audit_context,
+        )
+    series, _ = Series.objects.get_or_create(
+        facility=facility,
+        series_instance_uid=header.series_instance_uid,
+        defaults={
+            "study": study,
+            "modality": header.text("Modality", 16),
+            "series_number": header.integer("SeriesNumber"),
+            "series_description": header.text("SeriesDescription"),
+            "body_part_examined": header.text("BodyPartExamined", 16),
+            "series_date": header.text("SeriesDate", 8),
+        },
+    )
+    if series.study_id != study.pk:
+        raise IngestError(
+            f"series {header.series_instance_uid} already belongs to another study",
+            STATUS_CANNOT_UNDERSTAND,
+        )
+    instance = Instance.objects.create(
+        facility=facility,
+        series=series,
+        sop_instance_uid=header.sop_instance_uid,
+        sop_class_uid=header.sop_class_uid,
+        transfer_syntax_uid=header.transfer_syntax_uid,
+        instance_number=header.integer("InstanceNumber"),
+        rows=header.integer("Rows"),
+        columns=header.integer("Columns"),
+        number_of_frames=header.integer("NumberOfFrames") or 1,
+        storage_key=key,
+        size=size,
+        sha256=digest,
+        metadata_json=metadata,
+    )
+    # Flag the study for the follow-up task; schedule it only when the flag was clear,
+    # so a 3,000-instance push queues a handful of tasks, not 3,000.
+    if Study.objects.filter(pk=study.pk, needs_refresh=False).update(needs_refresh=True):
+        from pacs import tasks
+
+        transaction.on_commit(lambda: tasks.study_refresh.apply_async((study.pk,), countdown=2))
+    return instance, study
+
+
+def _study_for(header: Header, facility: Facility) -> tuple[Study, bool]:
+    issuer = header.text("IssuerOfPatientID")
+    return Study.objects.get_or_create(
+        facility=facility,
+        study_instance_uid=header.study_instance_uid,
+        defaults={
+            "dicom_patient_id": header.text("PatientID"),
+            "issuer_of_patient_id": issuer,
+            "patient_name": header.text("PatientName", 324),
+            "patient_birth_date": header.text("PatientBirthDate", 8),
+            "patient_sex": header.text("PatientSex", 16),
+            "study_date": header.text("StudyDate", 8),
+            "study_time": header.text("StudyTime", 16),
+            "accession_number": header.text("AccessionNumber", 16),
+            "study_id": header.text("StudyID", 16),
+            "study_description": header.text("StudyDescription"),
+            "referring_physician_name": header.text("ReferringPhysicianName", 324),
+            "modalities_in_study": header.text("Modality", 16),
+        },
+    )
+
+
+def _resend(
+    existing: Instance, header: Header, data: bytes, key: str, digest: str, sender: str
+) -> IngestResult:
+    """The SOP instance is already stored: same bytes succeed quietly; different bytes
+    follow the duplicate policy."""
+    study_id = existing.series.study_id
+    if existing.sha256 == digest:
+        logger.info("instance %s re-sent by %s: already stored", header.sop_instance_uid, sender)
+        return IngestResult(
+            IngestOutcome.ALREADY_STORED,
+            existing.pk,
+            study_id,
+            header.sop_class_uid,
+            header.sop_instance_uid,
+        )
+    policy = duplicate_policy()
+    logger.warning(
+        "instance %s re-sent by %s with different content; policy %s",
+        header.sop_instance_uid,
+        sender,
+        policy,
+    )
+    if policy == DuplicatePolicy.REJECT:
+        raise IngestError(
+            f"SOP instance {header.sop_instance_uid} is already stored with different content",
+            STATUS_DUPLICATE_SOP_INSTANCE,
+            409,
+        )
+    if policy == DuplicatePolicy.KEEP_FIRST:
+        return IngestResult(
+            IngestOutcome.KEPT_FIRST,
+            existing.pk,
+            study_id,
+            header.sop_class_uid,
+            header.sop_instance_uid,
+        )
+    created_file = storage.put(key, data)
+    old_key = existing.storage_key
+    try:
+        with transaction.atomic():
+            Instance.objects.filter(pk=existing.pk).update(
+                storage_key=key,
+                sha256=digest,
+                size=len(data),
+                transfer_syntax_uid=header.transfer_syntax_uid,
+                metadata_json=instance_json(header),
+            )
+    except BaseException:
+        _discard_unreferenced(key, created_file)
+        raise
+    _discard_unreferenced(old_key, True)
+    return IngestResult(
+        IngestOutcome.OVERWRITTEN,
+        existing.pk,
+        study_id,
+        header.sop_class_uid,
+        header.sop_instance_uid,
+    )
+
+
+def _discard_unreferenced(key: str, created: bool) -> None:
+    """Remove a file no index row points at (identical bytes may serve another facility)."""
+    if created and not Instance.objects.filter(storage_key=key).exists():
+        storage.delete(key)
+
+
+def study_refresh(study_id: int) -> None:
+    """Recompute a study's counts and modalities, and link it to its patient and order.
+
+    Idempotent: the flag is cleared first, so instances arriving meanwhile flag the
+    study again and schedule another run.
+    """
+    Study.objects.filter(pk=study_id).update(needs_refresh=False)
+    study = Study.objects.filter(pk=study_id).first()
+    if study is None:
+        return
+    series_counts = (
+        Series.objects.filter(study_id=study_id)
+        .annotate(instance_count=Count("instances"))
+        .values_list("pk", "modality", "instance_count")
+    )
+    modalities: list[str] = []
+    total = 0
+    for series_id, modality, count in series_counts:
+        Series.objects.filter(pk=series_id).exclude(number_of_instances=count).update(
+            number_of_instances=count
+        )
+        total += count
+        if modality and modality not in modalities:
+            modalities.append(modality)
+    link = study_match(study)
+    Study.objects.filter(pk=study_id).update(
+        number_of_series=len(series_counts),
+        number_of_instances=total,
+        modalities_in_study="\\".join(modalities)[:64],
+        **link,
+    )
+    order_id = link.get("order_id") or study.order_id
+    if order_id:
+        Order.objects.filter(pk=order_id, images_received_at=None).update(
+            images_received_at=timezone.now()
+        )
+
+
+def study_match(study: Study) -> dict[str, int | None]:
+    """The RIS patient and order of a study, by Patient ID + issuer and Accession Number.
+
+    A study whose patient cannot be found is left unmatched for a human to reconcile;
+    an order is linked only when its patient agrees with the study's.
+    """
+    if study.patient_id and study.order_id:
+        return {}
+    facility = study.facility
+    patient = None
+    if study.dicom_patient_id:
+        issuer = study.issuer_of_patient_id or facility.mrn_issuer
+        patient = Patient.objects.filter(
+            facility=facility, mrn=study.dicom_patient_id, mrn_issuer=issuer
+        ).first()
+    order = None
+    if study.accession_number:
+        order = Order.objects.filter(
+            facility=facility, accession_number=study.accession_number
+        ).first()
+    if order is not None and patient is not None and order.patient_id != patient.pk:
+        logger.warning(
+            "study %s: accession %s belongs to another patient; order not linked",
+            study.study_instance_uid,
+            study.accession_number,
+        )
+        order = None
+    if patient is None and order is not None:
+        patient = order.patient
+    link: dict[str, int | None] = {}
+    if patient is not None and study.patient_id is None:
+        link["patient_id"] = patient.pk
+    if order is not None and study.order_id is None:
+        link["order_id"] = order.pk
+    return link
