@@ -281,7 +281,20 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "radpacs@localhost")
 
 # DICOM and HL7 listeners (used by the archive and HL7 issues).
 DICOM_AE_TITLE = env("DICOM_AE_TITLE", "RADPACS")
+DICOM_HOST = env("DICOM_HOST", "127.0.0.1")
 DICOM_PORT = env_int("DICOM_PORT", 11112)
+# Calling AE titles must be a known DicomNode or Room unless this is on; unknown callers
+# then store into DICOM_DEFAULT_FACILITY (a facility code).
+DICOM_ALLOW_UNKNOWN_CALLERS = env_bool("DICOM_ALLOW_UNKNOWN_CALLERS")
+DICOM_DEFAULT_FACILITY = env("DICOM_DEFAULT_FACILITY")
+DICOM_REQUIRE_CALLED_AE_TITLE = env_bool("DICOM_REQUIRE_CALLED_AE_TITLE")
+DICOM_MAX_ASSOCIATIONS = env_int("DICOM_MAX_ASSOCIATIONS", 32)
+DICOM_MAX_PDU_SIZE = env_int("DICOM_MAX_PDU_SIZE", 256 * 1024)
+DICOM_TIMEOUT = env_int("DICOM_TIMEOUT", 60)
+DICOM_NETWORK_TIMEOUT = env_int("DICOM_NETWORK_TIMEOUT", 120)
+DICOM_FIND_LIMIT = env_int("DICOM_FIND_LIMIT", 5000)
+# Several dicom_server processes may share DICOM_PORT (the kernel balances associations).
+DICOM_REUSE_PORT = env_bool("DICOM_REUSE_PORT", True)
 # A stored SOP Instance UID re-sent with different bytes: reject | keep_first | overwrite.
 DICOM_DUPLICATE_POLICY = env("DICOM_DUPLICATE_POLICY", "reject")
 HL7_PORT = env_int("HL7_PORT", 2575)

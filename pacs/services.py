@@ -57,6 +57,7 @@ class IngestError(Exception):
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_DUPLICATE_SOP_INSTANCE = 0x0111
 STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DATASET_MISMATCH = 0xA900  # "Data Set does not match SOP Class" family
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,23 @@ def ingest(
     actor: str = "",
     user: User | None = None,
     remote_addr: str | None = None,
+    expected_sop_instance_uid: str = "",
 ) -> IngestResult:
-    """Store one DICOM Part 10 file for `facility`; raise IngestError to refuse it."""
+    """Store one DICOM Part 10 file for `facility`; raise IngestError to refuse it.
+
+    `expected_sop_instance_uid` is the UID the request announced (C-STORE Affected SOP
+    Instance UID, STOW-RS study path); a dataset that says otherwise is refused.
+    """
     try:
         header = read_header(data)
         metadata = instance_json(header)
     except DicomParseError as error:
         logger.warning("refused instance from %s (%s): %s", actor or door, door, error)
         raise IngestError(str(error), STATUS_CANNOT_UNDERSTAND) from error
+    if expected_sop_instance_uid and expected_sop_instance_uid != header.sop_instance_uid:
+        raise IngestError(
+            "dataset SOP Instance UID differs from the request's", STATUS_DATASET_MISMATCH
+        )
 
     key, digest = storage.content_key(data)
     existing = (

@@ -6,15 +6,26 @@ from django.utils import timezone
 
 from accounts.models import Facility, User
 from accounts.roles import Role
+from pacs.models import Study
 from ris.models import Appointment, Order, Patient
 
 pytestmark = pytest.mark.django_db
 
 
-def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(tmp_path):
+def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(
+    tmp_path, settings, django_capture_on_commit_callbacks
+):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "images": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "images")},
+        },
+    }
     credentials = tmp_path / "demo-credentials.txt"
     out = StringIO()
-    call_command("load_demo", credentials_file=str(credentials), stdout=out)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("load_demo", credentials_file=str(credentials), stdout=out)
     assert set(Facility.objects.values_list("code", flat=True)) == {"NORTH", "SOUTH"}
     for facility in Facility.objects.all():
         roles = set(facility.memberships.values_list("role", flat=True))
@@ -27,6 +38,12 @@ def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(tmp_path):
     assert Appointment.objects.filter(starts_at__date=today).exists()
     assert Appointment.objects.filter(starts_at__date__gt=today).exists()
     assert Order.objects.filter(status=Order.Status.COMPLETED).exists()  # reading list
+    # Images for the completed orders, linked to them, in the archive.
+    ct = Study.objects.filter(modalities_in_study="CT", order__isnull=False).first()
+    assert ct is not None and ct.number_of_instances >= 100
+    assert ct.patient == ct.order.patient
+    assert Study.objects.filter(modalities_in_study="MR", order__isnull=False).exists()
+    assert Order.objects.filter(images_received_at__isnull=False).count() == Study.objects.count()
     # Passwords are printed and work.
     lines = [line.split() for line in out.getvalue().splitlines() if line.startswith("  ")]
     assert len(lines) == User.objects.count()

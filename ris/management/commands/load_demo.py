@@ -20,6 +20,7 @@ from accounts.models import Facility, User
 from accounts.roles import Role
 from accounts.services import user_create
 from billing.models import FeeScheduleEntry, Payer
+from pacs.demo import load_demo_images
 from pacs.models import DicomNode
 from ris import services
 from ris.models import Order, Procedure, Room
@@ -148,6 +149,12 @@ class Command(BaseCommand):
             self.stdout.write("Demo data is already loaded.")
         else:
             credentials = self.load()
+            completed = Order.objects.filter(
+                facility__code__in=[code for code, _, _ in FACILITIES],
+                status=Order.Status.COMPLETED,
+            ).select_related("patient", "procedure", "facility")
+            count = load_demo_images(list(completed))
+            self.stdout.write(f"Demo images: {count} instances for {completed.count()} orders.")
             credentials_file.parent.mkdir(parents=True, exist_ok=True)
             credentials_file.touch(mode=0o600)
             credentials_file.write_text(
@@ -294,8 +301,8 @@ class Command(BaseCommand):
                 diagnosis_codes="R07.9" if procedure.body_part == "CHEST" else "R69",
                 actor=clerk,
             )
-            # Spread appointments over today and the next three days, 08:00 onwards.
-            day = today + dt.timedelta(days=number % 4)
+            # One round of rooms per day: today, tomorrow, the day after.
+            day = today + dt.timedelta(days=((number - 1) // len(rooms)) % 3)
             start = next_free.get((room.pk, day)) or timezone.make_aware(
                 dt.datetime.combine(day, dt.time(8, 0))
             )
@@ -303,6 +310,6 @@ class Command(BaseCommand):
                 order=order, room=room, starts_at=start, actor=clerk
             )
             next_free[(room.pk, day)] = appointment.ends_at + dt.timedelta(minutes=15)
-            if day == today and number % 2 == 0:
-                # Done at the modality this morning: ready for the reading list.
+            if day == today and room.modality != "DX":
+                # Done at the modality this morning: images in, ready for the reading list.
                 services.order_status_set(order=order, status=Order.Status.COMPLETED, actor=clerk)
