@@ -13,6 +13,7 @@ export PYTHONUNBUFFERED=1
 # One line per service: "name|command". Add a line to add a process.
 SERVICES=(
     "web|python manage.py runserver 127.0.0.1:8000"
+    "dicom|python manage.py dicom_server"
 )
 
 mkdir -p var

@@ -1,0 +1,266 @@
+"""pynetdicom event handlers: thin edges that call the archive's services.
+
+Statuses per PS3.4 (C-STORE B.2.3, C-FIND C.4.1.1.4, C-MOVE C.4.2.1.5, C-GET
+C.4.3.1.4) and PS3.7 C (0x0124 refused: not authorized).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UncompressedTransferSyntaxes
+from pynetdicom import build_context, events
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+)
+
+from accounts import audit
+from pacs import services, storage
+from pacs.dimse import peers, query
+from pacs.models import Instance, Study
+
+logger = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+NOT_AUTHORIZED = 0x0124
+OUT_OF_RESOURCES = 0xA700
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+MOVE_SUBOPS_FAILED = 0xA702
+
+PATIENT_ROOT = {
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+}
+
+
+def failure(status: int, comment: str) -> Dataset:
+    """A status dataset with an Error Comment (LO: 64 characters at most)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment[:64]
+    return response
+
+
+def peer_of(event: events.Event) -> peers.Peer | None:
+    """The calling peer, looked up once per association."""
+    assoc = event.assoc
+    if not hasattr(assoc, "radpacs_peer"):
+        assoc.radpacs_peer = peers.peer_for(assoc.requestor.ae_title)
+    return assoc.radpacs_peer
+
+
+def handle_open(event: events.Event) -> None:
+    """Turn Nagle off: without it every DIMSE exchange waits ~40 ms for a delayed ACK."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def handle_close(event: events.Event) -> None:
+    """Each association runs in its own thread: give its database connection back."""
+    connections.close_all()
+
+
+def handle_echo(event: events.Event) -> int:
+    return SUCCESS
+
+
+def handle_store(event: events.Event) -> int | Dataset:
+    peer = peer_of(event)
+    if peer is None or not peer.may_store:
+        return failure(NOT_AUTHORIZED, "calling AE title may not store here")
+    close_old_connections()
+    try:
+        services.ingest(
+            event.encoded_dataset(),
+            facility=peer.facility,
+            door=audit.Door.DIMSE,
+            actor=peer.ae_title,
+            remote_addr=event.assoc.requestor.address,
+            expected_sop_instance_uid=str(event.request.AffectedSOPInstanceUID or ""),
+        )
+    except services.IngestError as error:
+        logger.warning("C-STORE from %s refused: %s", peer.ae_title, error.reason)
+        return failure(error.dicom_status, error.reason)
+    except Exception:
+        logger.exception("C-STORE from %s failed", peer.ae_title)
+        return failure(OUT_OF_RESOURCES, "archive error; try again later")
+    return SUCCESS
+
+
+def _model(event: events.Event) -> str:
+    return "patient" if event.request.AffectedSOPClassUID in PATIENT_ROOT else "study"
+
+
+def handle_find(event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
+    peer = peer_of(event)
+    if peer is None or not peer.may_query:
+        yield failure(NOT_AUTHORIZED, "calling AE title may not query here"), None
+        return
+    close_old_connections()
+    shown = 0
+    try:
+        for match in query.find(
+            event.identifier,
+            model=_model(event),
+            facility_ids={peer.facility.pk},
+            limit=settings.DICOM_FIND_LIMIT,
+        ):
+            if event.is_cancelled:
+                yield CANCELLED, None
+                return
+            shown += 1
+            yield PENDING, match
+    except query.QueryError as error:
+        yield failure(IDENTIFIER_DOES_NOT_MATCH, str(error)), None
+        return
+    except Exception:
+        logger.exception("C-FIND from %s failed", peer.ae_title)
+        yield failure(UNABLE_TO_PROCESS, "archive error"), None
+        return
+    finally:
+        if shown:
+            _audit_read(event, peer, action=audit.Action.LIST, detail={"matches": shown})
+    yield SUCCESS, None
+
+
+def _audit_read(
+    event: events.Event,
+    peer: peers.Peer,
+    *,
+    action: str,
+    detail: dict[str, Any],
+    studies: list[Study] | None = None,
+) -> None:
+    level = str(event.identifier.get("QueryRetrieveLevel", "")) if event.identifier else ""
+    base = {
+        "action": action,
+        "door": audit.Door.DIMSE,
+        "actor": peer.ae_title,
+        "facility": peer.facility,
+        "remote_addr": event.assoc.requestor.address,
+        "object_type": "study",
+    }
+    if not studies:
+        audit.record(detail={"level": level, **detail}, **base)
+        return
+    for study in studies:
+        audit.record(obj=study, detail={"level": level, **detail}, **base)
+
+
+def _retrieve_contexts(instances: list[Instance]) -> list:
+    """Presentation contexts for the storage sub-operations: the stored transfer syntax,
+    plus the uncompressed ones pynetdicom converts between."""
+    wanted: dict[str, set[str]] = {}
+    for instance in instances:
+        syntaxes = wanted.setdefault(instance.sop_class_uid, set())
+        syntaxes.add(instance.transfer_syntax_uid)
+        if instance.transfer_syntax_uid in UncompressedTransferSyntaxes:
+            syntaxes.update({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+    return [build_context(sop_class, sorted(ts)) for sop_class, ts in wanted.items()][:128]
+
+
+def _selected(event: events.Event, peer: peers.Peer) -> list[Instance] | Dataset:
+    try:
+        return list(
+            query.instances_for(
+                event.identifier, model=_model(event), facility_ids={peer.facility.pk}
+            )
+        )
+    except query.QueryError as error:
+        return failure(IDENTIFIER_DOES_NOT_MATCH, str(error))
+
+
+def _datasets(
+    event: events.Event, instances: list[Instance]
+) -> Iterator[tuple[int, Dataset | None]]:
+    for instance in instances:
+        if event.is_cancelled:
+            yield CANCELLED, None
+            return
+        try:
+            with storage.open_file(instance.storage_key) as handle:
+                dataset = dcmread(handle)
+        except Exception:
+            logger.exception("cannot read %s for retrieve", instance.sop_instance_uid)
+            continue  # counted as a failed sub-operation by pynetdicom
+        yield PENDING, dataset
+
+
+def _studies_of(instances: list[Instance]) -> list[Study]:
+    seen: dict[int, Study] = {}
+    for instance in instances:
+        seen.setdefault(instance.series.study_id, instance.series.study)
+    return list(seen.values())
+
+
+def handle_move(event: events.Event) -> Iterator[Any]:
+    peer = peer_of(event)
+    if peer is None or not peer.may_query:
+        yield None, None
+        return
+    close_old_connections()
+    destination_title = event.move_destination
+    if isinstance(destination_title, bytes):
+        destination_title = destination_title.decode("ascii", "replace")
+    destination = peers.move_destination(destination_title, peer.facility)
+    if destination is None:
+        logger.warning("C-MOVE from %s to unknown AE %s", peer.ae_title, destination_title)
+        yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
+        return
+    instances = _selected(event, peer)
+    if isinstance(instances, Dataset):
+        yield destination.host, destination.port
+        yield 0
+        yield instances, None
+        return
+    yield destination.host, destination.port, {"contexts": _retrieve_contexts(instances)}
+    yield len(instances)
+    if instances:
+        _audit_read(
+            event,
+            peer,
+            action=audit.Action.EXPORT,
+            detail={"destination": destination.ae_title, "instances": len(instances)},
+            studies=_studies_of(instances),
+        )
+    yield from _datasets(event, instances)
+
+
+def handle_get(event: events.Event) -> Iterator[Any]:
+    peer = peer_of(event)
+    if peer is None or not peer.may_query:
+        yield 0
+        yield failure(NOT_AUTHORIZED, "calling AE title may not retrieve here"), None
+        return
+    close_old_connections()
+    instances = _selected(event, peer)
+    if isinstance(instances, Dataset):
+        yield 0
+        yield instances, None
+        return
+    yield len(instances)
+    if instances:
+        _audit_read(
+            event,
+            peer,
+            action=audit.Action.EXPORT,
+            detail={"destination": peer.ae_title, "instances": len(instances)},
+            studies=_studies_of(instances),
+        )
+    yield from _datasets(event, instances)

@@ -1,0 +1,113 @@
+"""The archive's DICOM listener: one pynetdicom AE with our handlers and limits.
+
+Several processes may listen on the same port (SO_REUSEPORT): the kernel spreads
+associations over them, which is how C-STORE scales past one core's GIL.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from django.conf import settings
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacs.dimse import handlers, peers
+
+# pynetdicom picks, for each proposed context, the first of *our* syntaxes the peer
+# proposed. A peer proposing a compressed syntax has the data compressed: take it as is.
+UNCOMPRESSED_LAST = [
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+]
+STORE_TRANSFER_SYNTAXES = [
+    *(uid for uid in ALL_TRANSFER_SYNTAXES if uid not in UNCOMPRESSED_LAST),
+    *UNCOMPRESSED_LAST,
+]
+
+
+class ArchiveAE(AE):
+    """An AE whose calling-AE allow-list is read from the database per association."""
+
+    @property
+    def require_calling_aet(self) -> list[str]:  # type: ignore[override]
+        if settings.DICOM_ALLOW_UNKNOWN_CALLERS:
+            return []
+        # Never empty when the list is on: an empty list would mean "anyone".
+        return peers.known_ae_titles() or ["\\no known peers\\"]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        """The allow-list lives in the database (DicomNode, Room); nothing to set."""
+
+
+class ReusePortServer(ThreadedAssociationServer):
+    def server_bind(self) -> None:
+        if settings.DICOM_REUSE_PORT and hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+EVENT_HANDLERS = [
+    (evt.EVT_CONN_OPEN, handlers.handle_open),
+    (evt.EVT_CONN_CLOSE, handlers.handle_close),
+    (evt.EVT_C_ECHO, handlers.handle_echo),
+    (evt.EVT_C_STORE, handlers.handle_store),
+    (evt.EVT_C_FIND, handlers.handle_find),
+    (evt.EVT_C_MOVE, handlers.handle_move),
+    (evt.EVT_C_GET, handlers.handle_get),
+]
+
+
+def build_ae() -> ArchiveAE:
+    ae = ArchiveAE(ae_title=settings.DICOM_AE_TITLE)
+    ae.maximum_associations = settings.DICOM_MAX_ASSOCIATIONS
+    ae.maximum_pdu_size = settings.DICOM_MAX_PDU_SIZE
+    ae.acse_timeout = settings.DICOM_TIMEOUT
+    ae.dimse_timeout = settings.DICOM_TIMEOUT
+    ae.network_timeout = settings.DICOM_NETWORK_TIMEOUT
+    ae.require_called_aet = settings.DICOM_REQUIRE_CALLED_AE_TITLE
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        # SCP for C-STORE; SCU role accepted too, for C-GET sub-operations (PS3.4 C.4.3).
+        ae.add_supported_context(
+            context.abstract_syntax, STORE_TRANSFER_SYNTAXES, scp_role=True, scu_role=True
+        )
+    for model in (
+        PatientRootQueryRetrieveInformationModelFind,
+        PatientRootQueryRetrieveInformationModelMove,
+        PatientRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelMove,
+        StudyRootQueryRetrieveInformationModelGet,
+    ):
+        ae.add_supported_context(model)
+    return ae
+
+
+def start(host: str, port: int) -> ReusePortServer:
+    """Start listening in a background thread; `.shutdown()` stops."""
+    ae = build_ae()
+    server = ae.make_server((host, port), evt_handlers=EVENT_HANDLERS, server_class=ReusePortServer)
+    ae._servers.append(server)  # shutdown() expects to find itself there
+    thread = threading.Thread(target=server.serve_forever, name="dicom-server", daemon=True)
+    thread.start()
+    return server

@@ -1,0 +1,63 @@
+"""A real DICOM listener on loopback, talked to by dcmtk's programs (Debian `dcmtk`)."""
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from accounts.models import Facility
+from pacs.dimse import server
+from pacs.models import DicomNode
+from tests.factories import FacilityFactory
+
+
+@dataclass
+class Listener:
+    port: int
+    ae_title: str
+    facility: Facility
+
+
+def dcmtk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a dcmtk program; TCP_NODELAY=1 makes it turn Nagle off like our listener does."""
+    program = shutil.which(args[0])
+    if program is None:
+        pytest.fail(f"{args[0]} not found (scripts/test.sh installs Debian's dcmtk)")
+    return subprocess.run(
+        [program, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.fixture
+def image_store(tmp_path: Path, settings) -> Path:
+    root = tmp_path / "images"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "images": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(root)},
+        },
+    }
+    return root
+
+
+@pytest.fixture
+def listener(transactional_db, image_store, settings) -> Iterator[Listener]:
+    """Our DICOM listener on a free loopback port; STORESCU and FINDSCU are known peers."""
+    settings.DICOM_ALLOW_UNKNOWN_CALLERS = False
+    settings.DICOM_REUSE_PORT = False
+    facility = FacilityFactory(code="NORTH", name="North")
+    for title in ("STORESCU", "FINDSCU", "MOVESCU", "GETSCU", "ECHOSCU"):
+        DicomNode.objects.create(facility=facility, ae_title=title, host="127.0.0.1", port=1)
+    running = server.start("127.0.0.1", 0)
+    try:
+        yield Listener(running.server_address[1], settings.DICOM_AE_TITLE, facility)
+    finally:
+        running.shutdown()
