@@ -125,6 +125,8 @@ def handle_find(event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
                 yield CANCELLED, None
                 return
             shown += 1
+            if "RetrieveAETitle" in match:
+                match.RetrieveAETitle = settings.DICOM_AE_TITLE
             yield PENDING, match
     except query.QueryError as error:
         yield failure(IDENTIFIER_DOES_NOT_MATCH, str(error)), None
