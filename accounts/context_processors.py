@@ -13,6 +13,8 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Patients", "ris:patient_list", Capability.VIEW_PATIENTS),
     ("Orders", "ris:order_list", Capability.VIEW_ORDERS),
     ("Reading list", "ris:reading_list", Capability.READ_STUDIES),
+    ("Studies", "pacs:study_list", Capability.VIEW_IMAGES),
+    ("Upload images", "pacs:upload", Capability.UPLOAD_IMAGES),
     ("Fee schedule", "billing:fee_list", Capability.VIEW_BILLING),
     ("Audit trail", "accounts:audit_log", Capability.VIEW_AUDIT),
 ]

@@ -25,6 +25,7 @@ class Capability(models.TextChoices):
     EDIT_SCHEDULE = "edit_schedule", "Book, move and cancel appointments"
     PERFORM_EXAMS = "perform_exams", "Start and complete exams"
     VIEW_IMAGES = "view_images", "View images"
+    UPLOAD_IMAGES = "upload_images", "Upload and reconcile images"
     READ_STUDIES = "read_studies", "Read studies and write reports"
     SIGN_REPORTS = "sign_reports", "Sign reports"
     VIEW_REPORTS = "view_reports", "View final reports"
@@ -39,10 +40,11 @@ C = Capability
 ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
     Role.FRONT_DESK: frozenset(
         {C.VIEW_PATIENTS, C.EDIT_PATIENTS, C.VIEW_ORDERS, C.EDIT_ORDERS}
-        | {C.VIEW_SCHEDULE, C.EDIT_SCHEDULE}
+        | {C.VIEW_SCHEDULE, C.EDIT_SCHEDULE, C.VIEW_IMAGES, C.UPLOAD_IMAGES}
     ),
     Role.TECHNOLOGIST: frozenset(
-        {C.VIEW_PATIENTS, C.VIEW_ORDERS, C.VIEW_SCHEDULE, C.PERFORM_EXAMS, C.VIEW_IMAGES}
+        {C.VIEW_PATIENTS, C.VIEW_ORDERS, C.VIEW_SCHEDULE, C.PERFORM_EXAMS}
+        | {C.VIEW_IMAGES, C.UPLOAD_IMAGES}
     ),
     Role.RADIOLOGIST: frozenset(
         {C.VIEW_PATIENTS, C.VIEW_ORDERS, C.VIEW_SCHEDULE, C.VIEW_IMAGES}

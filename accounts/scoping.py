@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
-def facility_ids_for(user: User | None, capability: str | None = None) -> set[int]:
-    """Ids of the active facilities where the user holds a role (granting `capability`)."""
+def roles_by_facility(user: User | None) -> dict[int, set[str]]:
+    """The user's roles per active facility (read once per user object)."""
     if user is None or not user.is_authenticated or not user.is_active:
-        return set()
-    cache = user.__dict__.setdefault("_facility_roles_cache", None)
+        return {}
+    cache = user.__dict__.get("_facility_roles_cache")
     if cache is None:
         from accounts.models import Membership
 
@@ -33,6 +33,12 @@ def facility_ids_for(user: User | None, capability: str | None = None) -> set[in
         for facility_id, role in rows:
             cache.setdefault(facility_id, set()).add(role)
         user.__dict__["_facility_roles_cache"] = cache
+    return cache
+
+
+def facility_ids_for(user: User | None, capability: str | None = None) -> set[int]:
+    """Ids of the active facilities where the user holds a role (granting `capability`)."""
+    cache = roles_by_facility(user)
     if capability is None:
         return set(cache)
     return {fid for fid, roles in cache.items() if capability in capabilities_of(roles)}
@@ -40,10 +46,7 @@ def facility_ids_for(user: User | None, capability: str | None = None) -> set[in
 
 def capabilities_for(user: User | None, facility_id: int | None = None) -> frozenset[str]:
     """What the user may do at one facility, or at any of their facilities."""
-    facility_ids_for(user)  # fills the cache
-    if user is None or not user.is_authenticated:
-        return frozenset()
-    cache: dict[int, set[str]] = user.__dict__.get("_facility_roles_cache") or {}
+    cache = roles_by_facility(user)
     if facility_id is not None:
         return capabilities_of(cache.get(facility_id, set()))
     roles: set[str] = set().union(*cache.values()) if cache else set()

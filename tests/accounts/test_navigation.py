@@ -7,10 +7,10 @@ from tests.factories import client_for, member
 pytestmark = pytest.mark.django_db
 
 EXPECTED_MENU = {
-    Role.FRONT_DESK: ["Home", "Today", "Patients", "Orders"],
-    Role.TECHNOLOGIST: ["Home", "Today", "Patients", "Orders"],
-    Role.RADIOLOGIST: ["Home", "Today", "Patients", "Orders", "Reading list"],
-    Role.REFERRING_PHYSICIAN: ["Home"],
+    Role.FRONT_DESK: ["Home", "Today", "Patients", "Orders", "Studies", "Upload images"],
+    Role.TECHNOLOGIST: ["Home", "Today", "Patients", "Orders", "Studies", "Upload images"],
+    Role.RADIOLOGIST: ["Home", "Today", "Patients", "Orders", "Reading list", "Studies"],
+    Role.REFERRING_PHYSICIAN: ["Home", "Studies"],
     Role.BILLING: ["Home", "Patients", "Orders", "Fee schedule"],
     Role.ADMIN: ["Home", "Today", "Fee schedule", "Audit trail"],
 }
