@@ -9,6 +9,7 @@ linking, thumbnails) runs in a Celery task after commit.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from accounts import audit
 from accounts.models import Facility, User
 from pacs import storage
 from pacs.dicom.parse import DicomParseError, Header, instance_json, read_header
+from pacs.dicom.render import RenderError, render
 from pacs.models import Instance, Series, Study
 from ris.models import Order, Patient
 
@@ -319,9 +321,13 @@ def study_refresh(study_id: int) -> None:
     modalities: list[str] = []
     total = 0
     for series_id, modality, count in series_counts:
-        Series.objects.filter(pk=series_id).exclude(number_of_instances=count).update(
-            number_of_instances=count
+        changed = (
+            Series.objects.filter(pk=series_id)
+            .exclude(number_of_instances=count)
+            .update(number_of_instances=count)
         )
+        if changed or not Series.objects.filter(pk=series_id).exclude(thumbnail_key="").exists():
+            series_thumbnail(series_id)
         total += count
         if modality and modality not in modalities:
             modalities.append(modality)
@@ -337,6 +343,30 @@ def study_refresh(study_id: int) -> None:
         Order.objects.filter(pk=order_id, images_received_at=None).update(
             images_received_at=timezone.now()
         )
+
+
+THUMBNAIL_SIZE = 128
+
+
+def series_thumbnail(series_id: int) -> None:
+    """Render the series' middle image as a small PNG; a failure leaves no thumbnail."""
+    instances = list(
+        Instance.objects.filter(series_id=series_id)
+        .order_by("instance_number", "id")
+        .values_list("storage_key", "number_of_frames")
+    )
+    if not instances:
+        return
+    key, frames = instances[len(instances) // 2]
+    try:
+        png = render(storage.read(key), frame=frames // 2, size=THUMBNAIL_SIZE)
+    except (RenderError, OSError) as error:
+        logger.info("no thumbnail for series %s: %s", series_id, error)
+        return
+    digest = hashlib.sha256(png).hexdigest()
+    thumbnail_key = f"thumbnails/{digest[:2]}/{digest}.png"
+    storage.put(thumbnail_key, png)
+    Series.objects.filter(pk=series_id).update(thumbnail_key=thumbnail_key)
 
 
 def study_match(study: Study) -> dict[str, int | None]:

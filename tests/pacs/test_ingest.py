@@ -299,3 +299,17 @@ def test_concurrent_associations_storing_one_study_make_one_study_and_series(ima
     assert Series.objects.count() == 1
     assert Instance.objects.count() == 40
     assert len(stored_files(image_store)) == 40
+
+
+def test_each_series_gets_a_thumbnail_of_its_middle_image(
+    facility_a, study_spec, django_capture_on_commit_callbacks
+):
+    from PIL import Image
+
+    with django_capture_on_commit_callbacks(execute=True):
+        for number in (1, 2, 3):
+            ingest(small_ct(study_spec, number), facility=facility_a, door="dimse")
+    series = Series.objects.get()
+    assert series.thumbnail_key.endswith(".png")
+    picture = Image.open(io.BytesIO(storage.read(series.thumbnail_key)))
+    assert picture.size == (32, 32) and picture.mode == "L"

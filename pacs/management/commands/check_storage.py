@@ -17,7 +17,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from pacs import storage
-from pacs.models import Instance
+from pacs.models import Instance, Series
 
 
 def walk(directory: str = "") -> Iterator[str]:
@@ -43,6 +43,9 @@ class Command(BaseCommand):
     ) -> None:
         store = storage.image_storage()
         referenced = dict(Instance.objects.values_list("storage_key", "sha256"))
+        thumbnails = set(
+            Series.objects.exclude(thumbnail_key="").values_list("thumbnail_key", flat=True)
+        )
         present: set[str] = set()
         orphans = removed = temporary = 0
         cutoff = time.time() - grace_minutes * 60
@@ -55,7 +58,7 @@ class Command(BaseCommand):
                     removed += 1
                 continue
             present.add(key)
-            if key in referenced:
+            if key in referenced or key in thumbnails:
                 continue
             orphans += 1
             self.stdout.write(f"orphan file: {key}")
