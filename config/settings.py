@@ -215,6 +215,9 @@ else:
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(IMAGE_STORAGE_DIR), "base_url": None},
     }
+# With S3, received files are first written durably here and uploaded by a worker, so
+# S3 latency never reaches a C-STORE. Must be local disk shared by listener and worker.
+IMAGE_SPOOL_DIR = Path(env("IMAGE_SPOOL_DIR", str(VAR_DIR / "spool")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "images": IMAGE_STORAGE_BACKEND,
@@ -241,6 +244,10 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    # Uploads whatever an interrupted worker left in the S3 spool.
+    "flush-image-spool": {"task": "pacs.tasks.spool_flush", "schedule": 300.0},
+}
 
 if REDIS_URL:
     CACHES = {

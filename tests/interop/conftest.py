@@ -23,7 +23,8 @@ class Listener:
 
 def dcmtk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run a dcmtk program; TCP_NODELAY=1 makes it turn Nagle off like our listener does."""
-    program = shutil.which(args[0])
+    # Debian's dcmtk, not pynetdicom's same-named scripts in the venv.
+    program = shutil.which(args[0], path="/usr/bin:/bin")
     if program is None:
         pytest.fail(f"{args[0]} not found (scripts/test.sh installs Debian's dcmtk)")
     return subprocess.run(

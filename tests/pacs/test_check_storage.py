@@ -57,8 +57,8 @@ def test_a_missing_or_corrupt_file_is_reported_and_fails(facility_a, study_spec,
     ingest(small_ct(study_spec, 1), facility=facility_a, door="dimse")
     ingest(small_ct(study_spec, 2), facility=facility_a, door="dimse")
     first, second = Instance.objects.order_by("id")
-    (image_store / first.storage_key).unlink()
-    (image_store / second.storage_key).write_bytes(b"tampered")
+    image_store.remove(first.storage_key)
+    image_store.overwrite(second.storage_key, b"tampered")
     output, status = run("--verify")
     assert status == 1
     assert f"missing file: {first.storage_key}" in output

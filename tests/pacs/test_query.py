@@ -16,7 +16,11 @@ from pacs.dimse.query import QueryError, find, instances_for
 from pacs.models import Study
 from pacs.services import ingest, study_refresh
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    # Queries never read image files: one storage backend is enough.
+    pytest.mark.parametrize("image_store", ["disk"], indirect=True),
+]
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 

@@ -6,6 +6,7 @@ import pytest
 import redis
 from celery import Celery
 from celery.backends.redis import RedisBackend
+from celery.result import allow_join_result
 
 from tests.services.conftest import Worker
 from tests.services.probe_tasks import add, fails_once
@@ -28,7 +29,10 @@ def test_a_task_round_trips_through_redis_and_a_worker(
 ) -> None:
     result = add.delay(2, 3)
 
-    assert result.get(timeout=RESULT_TIMEOUT) == 5
+    # Eager tasks run concurrently in threads (other tests) can leave Celery's global
+    # "inside a task" flag set; this process is not a task.
+    with allow_join_result():
+        assert result.get(timeout=RESULT_TIMEOUT) == 5
     # Not eager: the result came back through Redis, from the worker process.
     assert isinstance(result.backend, RedisBackend)
     assert redis.Redis.from_url(redis_url).exists(f"celery-task-meta-{result.id}")
@@ -40,5 +44,6 @@ def test_a_failing_task_is_retried_by_the_worker(
 ) -> None:
     result = fails_once.delay()
 
-    assert result.get(timeout=RESULT_TIMEOUT) == 1
+    with allow_join_result():
+        assert result.get(timeout=RESULT_TIMEOUT) == 1
     _wait_for_log(worker=celery_worker, text=f"Task tests.probe.fails_once[{result.id}] retry")
