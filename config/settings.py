@@ -247,6 +247,8 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     # Uploads whatever an interrupted worker left in the S3 spool.
     "flush-image-spool": {"task": "pacs.tasks.spool_flush", "schedule": 300.0},
+    # Studies whose follow-up never ran (a listener killed mid-push).
+    "refresh-pending-studies": {"task": "pacs.tasks.refresh_pending_studies", "schedule": 60.0},
 }
 
 if REDIS_URL:

@@ -84,11 +84,15 @@ def ingest(
     user: User | None = None,
     remote_addr: str | None = None,
     expected_sop_instance_uid: str = "",
+    schedule_refresh: bool = True,
 ) -> IngestResult:
     """Store one DICOM Part 10 file for `facility`; raise IngestError to refuse it.
 
     `expected_sop_instance_uid` is the UID the request announced (C-STORE Affected SOP
     Instance UID, STOW-RS study path); a dataset that says otherwise is refused.
+    A door that knows when a push ends (the DIMSE association) passes
+    `schedule_refresh=False` and calls `study_refresh` itself at the end; the study is
+    flagged either way, so `refresh_pending_studies` catches what a crash left.
     """
     try:
         header = read_header(data)
@@ -131,6 +135,7 @@ def ingest(
                 "actor": actor,
                 "remote_addr": remote_addr,
             },
+            schedule_refresh=schedule_refresh,
         )
     except IntegrityError:
         # Another association stored the same SOP instance between our check and insert.
@@ -165,6 +170,7 @@ def _record(
     size: int,
     metadata: str,
     audit_context: dict,
+    schedule_refresh: bool,
 ) -> tuple[Instance, Study]:
     study, study_created = _study_for(header, facility)
     if study_created:
@@ -208,7 +214,8 @@ def _record(
     )
     # Flag the study for the follow-up task; schedule it only when the flag was clear,
     # so a 3,000-instance push queues a handful of tasks, not 3,000.
-    if Study.objects.filter(pk=study.pk, needs_refresh=False).update(needs_refresh=True):
+    flagged = Study.objects.filter(pk=study.pk, needs_refresh=False).update(needs_refresh=True)
+    if flagged and schedule_refresh:
         from pacs import tasks
 
         transaction.on_commit(lambda: tasks.study_refresh.apply_async((study.pk,), countdown=2))
@@ -367,6 +374,14 @@ def series_thumbnail(series_id: int) -> None:
     thumbnail_key = f"thumbnails/{digest[:2]}/{digest}.png"
     storage.put(thumbnail_key, png)
     Series.objects.filter(pk=series_id).update(thumbnail_key=thumbnail_key)
+
+
+def refresh_pending_studies() -> int:
+    """Refresh every study still flagged (a listener killed mid-push, a lost task)."""
+    pending = list(Study.objects.filter(needs_refresh=True).values_list("pk", flat=True))
+    for study_id in pending:
+        study_refresh(study_id)
+    return len(pending)
 
 
 def study_match(study: Study) -> dict[str, int | None]:

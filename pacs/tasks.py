@@ -29,3 +29,9 @@ def spool_upload(self, key: str) -> None:  # type: ignore[no-untyped-def]
 def spool_flush() -> int:
     """Periodic sweep: uploads what a lost or failed spool_upload left in the spool."""
     return storage.spool_flush().uploaded
+
+
+@shared_task(acks_late=True)
+def refresh_pending_studies() -> int:
+    """Periodic safety net for studies whose refresh never ran."""
+    return services.refresh_pending_studies()

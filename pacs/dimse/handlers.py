@@ -72,7 +72,16 @@ def handle_open(event: events.Event) -> None:
 
 
 def handle_close(event: events.Event) -> None:
-    """Each association runs in its own thread: give its database connection back."""
+    """End of an association: refresh the studies it stored into (counts, links,
+    thumbnails) once, then give the thread's database connection back."""
+    from pacs import tasks
+
+    for study_id in getattr(event.assoc, "radpacs_studies", ()):
+        try:
+            tasks.study_refresh.delay(study_id)
+        except Exception:
+            # Flagged in the database: refresh_pending_studies will do it.
+            logger.exception("could not schedule the refresh of study %s", study_id)
     connections.close_all()
 
 
@@ -86,13 +95,14 @@ def handle_store(event: events.Event) -> int | Dataset:
         return failure(NOT_AUTHORIZED, "calling AE title may not store here")
     close_old_connections()
     try:
-        services.ingest(
+        result = services.ingest(
             event.encoded_dataset(),
             facility=peer.facility,
             door=audit.Door.DIMSE,
             actor=peer.ae_title,
             remote_addr=event.assoc.requestor.address,
             expected_sop_instance_uid=str(event.request.AffectedSOPInstanceUID or ""),
+            schedule_refresh=False,
         )
     except services.IngestError as error:
         logger.warning("C-STORE from %s refused: %s", peer.ae_title, error.reason)
@@ -100,6 +110,9 @@ def handle_store(event: events.Event) -> int | Dataset:
     except Exception:
         logger.exception("C-STORE from %s failed", peer.ae_title)
         return failure(OUT_OF_RESOURCES, "archive error; try again later")
+    if not hasattr(event.assoc, "radpacs_studies"):
+        event.assoc.radpacs_studies = set()
+    event.assoc.radpacs_studies.add(result.study_id)
     return SUCCESS
 
 

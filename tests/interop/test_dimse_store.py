@@ -1,6 +1,7 @@
 """dcmtk's echoscu and storescu against our listener."""
 
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,13 @@ def test_storescu_stores_a_generated_series_byte_for_byte(listener, tmp_path):
     stored = {dataset_part(storage.read(i.storage_key)) for i in Instance.objects.all()}
     assert stored == {dataset_part(data) for data in sent}
     assert Study.objects.get().dicom_patient_id == "P1"
+    # The association's end refreshes the study once (counts, modalities, thumbnail).
+    deadline = time.monotonic() + 10
+    while Study.objects.get().number_of_instances != 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    study = Study.objects.get()
+    assert (study.number_of_instances, study.modalities_in_study) == (12, "CT")
+    assert not study.needs_refresh
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from django.db import connection, connections
 from pydicom.data import get_testdata_file
 
 from accounts.models import AuditEvent
-from pacs import storage
+from pacs import services, storage
 from pacs.dicom import synthetic
 from pacs.models import Instance, Series, Study
 from pacs.services import IngestError, IngestOutcome, ingest
@@ -313,3 +313,11 @@ def test_each_series_gets_a_thumbnail_of_its_middle_image(
     assert series.thumbnail_key.endswith(".png")
     picture = Image.open(io.BytesIO(storage.read(series.thumbnail_key)))
     assert picture.size == (32, 32) and picture.mode == "L"
+
+
+def test_a_study_whose_refresh_never_ran_is_caught_by_the_sweep(facility_a, study_spec):
+    ingest(small_ct(study_spec), facility=facility_a, door="dimse", schedule_refresh=False)
+    assert Study.objects.get().needs_refresh
+    assert services.refresh_pending_studies() == 1
+    study = Study.objects.get()
+    assert (study.needs_refresh, study.number_of_instances) == (False, 1)
