@@ -5,6 +5,9 @@ import pytest
 from accounts.models import Facility, User
 from accounts.roles import Role
 from tests.factories import FacilityFactory, member
+from tests.storage_fixtures import botocore_loader, image_store, moto_endpoint
+
+__all__ = ["botocore_loader", "image_store", "moto_endpoint"]
 
 
 @pytest.fixture

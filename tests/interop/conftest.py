@@ -4,7 +4,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -37,21 +36,9 @@ def dcmtk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def image_store(tmp_path: Path, settings) -> Path:
-    root = tmp_path / "images"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "images": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(root)},
-        },
-    }
-    return root
-
-
-@pytest.fixture
 def listener(transactional_db, image_store, settings) -> Iterator[Listener]:
-    """Our DICOM listener on a free loopback port; STORESCU and FINDSCU are known peers."""
+    """Our DICOM listener on a free loopback port, storing on disk and (second run) in S3;
+    STORESCU, FINDSCU, MOVESCU, GETSCU and ECHOSCU are known peers."""
     settings.DICOM_ALLOW_UNKNOWN_CALLERS = False
     settings.DICOM_REUSE_PORT = False
     facility = FacilityFactory(code="NORTH", name="North")

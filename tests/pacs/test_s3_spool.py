@@ -19,7 +19,8 @@ from storages.backends.s3 import S3Storage
 from pacs import storage, tasks
 from pacs.models import Instance
 from pacs.services import IngestOutcome, ingest
-from tests.pacs.conftest import ImageStore, s3_backend, small_ct
+from tests.pacs.conftest import small_ct
+from tests.storage_fixtures import ImageStore, s3_backend
 
 pytestmark = [
     pytest.mark.django_db,
