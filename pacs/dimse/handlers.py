@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, connection, connections
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UncompressedTransferSyntaxes
@@ -85,6 +85,13 @@ def handle_close(event: events.Event) -> None:
     connections.close_all()
 
 
+def _usable_connection() -> None:
+    """Keep one database connection per association (a new PostgreSQL connection costs
+    a backend fork, more than a whole C-STORE); drop it only when an error broke it."""
+    if connection.connection is not None and connection.errors_occurred:
+        connection.close_if_unusable_or_obsolete()
+
+
 def handle_echo(event: events.Event) -> int:
     return SUCCESS
 
@@ -93,7 +100,7 @@ def handle_store(event: events.Event) -> int | Dataset:
     peer = peer_of(event)
     if peer is None or not peer.may_store:
         return failure(NOT_AUTHORIZED, "calling AE title may not store here")
-    close_old_connections()
+    _usable_connection()
     try:
         result = services.ingest(
             event.encoded_dataset(),
@@ -107,6 +114,10 @@ def handle_store(event: events.Event) -> int | Dataset:
     except services.IngestError as error:
         logger.warning("C-STORE from %s refused: %s", peer.ae_title, error.reason)
         return failure(error.dicom_status, error.reason)
+    except DatabaseError:
+        logger.exception("C-STORE from %s failed: database", peer.ae_title)
+        connection.close()  # the next request reconnects
+        return failure(OUT_OF_RESOURCES, "archive database unavailable; try again later")
     except Exception:
         logger.exception("C-STORE from %s failed", peer.ae_title)
         return failure(OUT_OF_RESOURCES, "archive error; try again later")
@@ -125,7 +136,7 @@ def handle_find(event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
     if peer is None or not peer.may_query:
         yield failure(NOT_AUTHORIZED, "calling AE title may not query here"), None
         return
-    close_old_connections()
+    _usable_connection()
     shown = 0
     try:
         for match in query.find(
@@ -229,7 +240,7 @@ def handle_move(event: events.Event) -> Iterator[Any]:
     if peer is None or not peer.may_query:
         yield None, None
         return
-    close_old_connections()
+    _usable_connection()
     destination_title = event.move_destination
     if isinstance(destination_title, bytes):
         destination_title = destination_title.decode("ascii", "replace")
@@ -263,7 +274,7 @@ def handle_get(event: events.Event) -> Iterator[Any]:
         yield 0
         yield failure(NOT_AUTHORIZED, "calling AE title may not retrieve here"), None
         return
-    close_old_connections()
+    _usable_connection()
     instances = _selected(event, peer)
     if isinstance(instances, Dataset):
         yield 0
