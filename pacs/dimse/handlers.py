@@ -63,6 +63,14 @@ def peer_of(event: events.Event) -> peers.Peer | None:
     return assoc.radpacs_peer
 
 
+def session_of(event: events.Event) -> services.IngestSession:
+    """The ingest session of this association (what its push already looked up)."""
+    assoc = event.assoc
+    if not hasattr(assoc, "radpacs_session"):
+        assoc.radpacs_session = services.IngestSession()
+    return assoc.radpacs_session
+
+
 def handle_open(event: events.Event) -> None:
     """Turn Nagle off: without it every DIMSE exchange waits ~40 ms for a delayed ACK."""
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
@@ -110,6 +118,7 @@ def handle_store(event: events.Event) -> int | Dataset:
             remote_addr=event.assoc.requestor.address,
             expected_sop_instance_uid=str(event.request.AffectedSOPInstanceUID or ""),
             schedule_refresh=False,
+            session=session_of(event),
         )
     except services.IngestError as error:
         logger.warning("C-STORE from %s refused: %s", peer.ae_title, error.reason)

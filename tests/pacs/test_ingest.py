@@ -321,3 +321,14 @@ def test_a_study_whose_refresh_never_ran_is_caught_by_the_sweep(facility_a, stud
     assert services.refresh_pending_studies() == 1
     study = Study.objects.get()
     assert (study.needs_refresh, study.number_of_instances) == (False, 1)
+
+
+def test_a_push_session_indexes_each_further_instance_with_few_queries(
+    facility_a, study_spec, django_assert_max_num_queries
+):
+    session = services.IngestSession()
+    ingest(small_ct(study_spec, 1), facility=facility_a, door="dimse", session=session)
+    # duplicate check, savepoint, INSERT instance, flag UPDATE, release savepoint
+    with django_assert_max_num_queries(5):
+        ingest(small_ct(study_spec, 2), facility=facility_a, door="dimse", session=session)
+    assert Instance.objects.count() == 2
