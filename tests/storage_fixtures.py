@@ -1,7 +1,6 @@
 """Image storage for tests: a folder, or a real S3 endpoint (moto server on loopback)
 behind the archive's local spool. Tests that store images run once on each."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import botocore.loaders
 import botocore.session
 import pytest
 from storages.backends.s3 import S3Storage
+
+from tests.network import free_port
 
 S3_CREDENTIALS = {
     "aws_access_key_id": "testing",
@@ -72,16 +73,10 @@ class ImageStore:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3 endpoint (moto server) on loopback, started once when an S3 test runs."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "server.log"
     with log_path.open("wb") as log:

@@ -237,6 +237,21 @@ def _datasets(
         yield PENDING, dataset
 
 
+def _send(
+    event: events.Event, peer: peers.Peer, instances: list[Instance], destination: str
+) -> Iterator[tuple[int, Dataset | None]]:
+    """The C-MOVE / C-GET sub-operations, audited as an export of each study."""
+    if instances:
+        _audit_read(
+            event,
+            peer,
+            action=audit.Action.EXPORT,
+            detail={"destination": destination, "instances": len(instances)},
+            studies=_studies_of(instances),
+        )
+    yield from _datasets(event, instances)
+
+
 def _studies_of(instances: list[Instance]) -> list[Study]:
     seen: dict[int, Study] = {}
     for instance in instances:
@@ -266,15 +281,7 @@ def handle_move(event: events.Event) -> Iterator[Any]:
         return
     yield destination.host, destination.port, {"contexts": _retrieve_contexts(instances)}
     yield len(instances)
-    if instances:
-        _audit_read(
-            event,
-            peer,
-            action=audit.Action.EXPORT,
-            detail={"destination": destination.ae_title, "instances": len(instances)},
-            studies=_studies_of(instances),
-        )
-    yield from _datasets(event, instances)
+    yield from _send(event, peer, instances, destination.ae_title)
 
 
 def handle_get(event: events.Event) -> Iterator[Any]:
@@ -290,12 +297,4 @@ def handle_get(event: events.Event) -> Iterator[Any]:
         yield instances, None
         return
     yield len(instances)
-    if instances:
-        _audit_read(
-            event,
-            peer,
-            action=audit.Action.EXPORT,
-            detail={"destination": peer.ae_title, "instances": len(instances)},
-            studies=_studies_of(instances),
-        )
-    yield from _datasets(event, instances)
+    yield from _send(event, peer, instances, peer.ae_title)

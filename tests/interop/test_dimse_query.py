@@ -12,14 +12,9 @@ from pacs import services
 from pacs.dicom import synthetic
 from pacs.models import DicomNode, Study
 from tests.interop.conftest import dcmtk
+from tests.network import free_port
 
 pytestmark = pytest.mark.interop
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pacs.dicom import synthetic
 from pacs.models import DicomNode, Instance
 from tests.factories import FacilityFactory
 from tests.interop.conftest import dcmtk
+from tests.network import free_port
 
 pytestmark = [
     pytest.mark.interop,
@@ -26,12 +27,6 @@ pytestmark = [
 ]
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = 500
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_listener(port: int, images: Path, log: Path) -> subprocess.Popen:

@@ -9,7 +9,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,10 @@ import redis
 from celery import Celery
 
 from config.celery import app as celery_app
+from tests.network import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _die_with_parent() -> None:
@@ -82,7 +76,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if binary is None:
         pytest.fail("redis-server not found (scripts/test.sh installs it with apt-get)")
     workdir = tmp_path_factory.mktemp("redis")
-    port = _free_port()
+    port = free_port()
     log = workdir / "redis.log"
     cmd = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir)]
     cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
