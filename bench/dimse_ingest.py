@@ -201,11 +201,11 @@ def descendants(pid: int) -> list[int]:
             continue
         ppid = int(text[text.rindex(")") + 2 :].split()[1])
         by_parent.setdefault(ppid, []).append(int(stat.split("/")[2]))
-    out, todo = [], [pid]
-    while todo:
-        for child in by_parent.get(todo.pop(), []):
+    out, stack = [], [pid]
+    while stack:
+        for child in by_parent.get(stack.pop(), []):
             out.append(child)
-            todo.append(child)
+            stack.append(child)
     return out
 
 

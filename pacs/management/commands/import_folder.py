@@ -93,15 +93,15 @@ class Command(BaseCommand):
             for name, outcome in previous.items()
             if outcome in DONE or (outcome == "refused" and not opts["retry_failed"])
         }
-        todo = [path for path in files_under(folder) if str(path) not in skip]
+        pending = [path for path in files_under(folder) if str(path) not in skip]
         self.stdout.write(
-            f"{len(todo)} files to import into {target.code} ({len(skip)} done before); "
+            f"{len(pending)} files to import into {target.code} ({len(skip)} done before); "
             f"log: {log_path}"
         )
-        progress = Progress(len(todo), self.stderr)
+        progress = Progress(len(pending), self.stderr)
         stored = failed = 0
         with log_path.open("a", encoding="utf-8") as log_file:
-            for done, path in enumerate(todo, start=1):
+            for done, path in enumerate(pending, start=1):
                 try:
                     result = services.ingest(
                         path.read_bytes(),
@@ -120,5 +120,5 @@ class Command(BaseCommand):
                 log_file.write(f"{outcome}\t{path}\t{reason}\n")
                 log_file.flush()
                 progress.show(done, stored, failed)
-        progress.show(len(todo), stored, failed, final=True)
+        progress.show(len(pending), stored, failed, final=True)
         self.stdout.write(f"imported {stored}, refused {failed}")
