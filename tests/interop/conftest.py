@@ -35,6 +35,30 @@ def dcmtk(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     )
 
 
+def scu(
+    program: str,
+    listener: "Listener",
+    calling_ae: str,
+    *options: str,
+    files: tuple[str, ...] = (),
+    timeout: float = 60,
+) -> subprocess.CompletedProcess:
+    """A dcmtk client calling our listener:
+    `program -aet CALLING -aec US [options] host port [files]`."""
+    return dcmtk(
+        program,
+        "-aet",
+        calling_ae,
+        "-aec",
+        listener.ae_title,
+        *options,
+        "127.0.0.1",
+        str(listener.port),
+        *files,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def listener(transactional_db, image_store, settings) -> Iterator[Listener]:
     """Our DICOM listener on a free loopback port, storing on disk and (second run) in S3;

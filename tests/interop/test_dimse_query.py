@@ -1,5 +1,6 @@
 """dcmtk's findscu, movescu (into a dcmtk storescp) and getscu against our listener."""
 
+import io
 import socket
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pydicom import dcmread
 from pacs import services
 from pacs.dicom import synthetic
 from pacs.models import DicomNode, Study
-from tests.interop.conftest import dcmtk
+from tests.interop.conftest import scu
 from tests.network import free_port
 
 pytestmark = pytest.mark.interop
@@ -47,10 +48,10 @@ def archive(listener):
 def findscu(listener, tmp_path: Path, model: str, *keys: str) -> list:
     out = tmp_path / f"find-{time.monotonic_ns()}"
     out.mkdir()
-    args = ["findscu", "-aet", "FINDSCU", "-aec", listener.ae_title, model, "-X", "-od", str(out)]
+    options = [model, "-X", "-od", str(out)]
     for key in keys:
-        args += ["-k", key]
-    result = dcmtk(*args, "127.0.0.1", str(listener.port))
+        options += ["-k", key]
+    result = scu("findscu", listener, "FINDSCU", *options)
     assert result.returncode == 0, result.stderr
     return [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
 
@@ -170,12 +171,10 @@ def storescp(tmp_path, listener):
 def test_movescu_sends_a_study_to_a_registered_storescp(archive, storescp):
     listener = archive["listener"]
     uid = archive["first"].study_uid
-    result = dcmtk(
+    result = scu(
         "movescu",
-        "-aet",
+        listener,
         "MOVESCU",
-        "-aec",
-        listener.ae_title,
         "-aem",
         "STORESCP",
         "-S",
@@ -183,27 +182,21 @@ def test_movescu_sends_a_study_to_a_registered_storescp(archive, storescp):
         "QueryRetrieveLevel=STUDY",
         "-k",
         f"StudyInstanceUID={uid}",
-        "127.0.0.1",
-        str(listener.port),
     )
     assert result.returncode == 0, result.stderr
     received = [dcmread(path) for path in storescp.iterdir()]
     assert len(received) == 5
     assert {r.StudyInstanceUID for r in received} == {uid}
-    sent_pixels = sorted(
-        dcmread(__import__("io").BytesIO(d)).PixelData for d in archive["sent"]["first"]
-    )
+    sent_pixels = sorted(dcmread(io.BytesIO(d)).PixelData for d in archive["sent"]["first"])
     assert sorted(r.PixelData for r in received) == sent_pixels
 
 
 def test_movescu_to_an_unknown_destination_is_refused(archive, tmp_path):
     listener = archive["listener"]
-    result = dcmtk(
+    result = scu(
         "movescu",
-        "-aet",
+        listener,
         "MOVESCU",
-        "-aec",
-        listener.ae_title,
         "-aem",
         "NOWHERE",
         "-S",
@@ -211,8 +204,6 @@ def test_movescu_to_an_unknown_destination_is_refused(archive, tmp_path):
         "QueryRetrieveLevel=STUDY",
         "-k",
         f"StudyInstanceUID={archive['first'].study_uid}",
-        "127.0.0.1",
-        str(listener.port),
     )
     assert (
         "a801" in (result.stdout + result.stderr).lower()
@@ -225,12 +216,10 @@ def test_getscu_retrieves_a_series_over_the_same_association(archive, tmp_path):
     out = tmp_path / "got"
     out.mkdir()
     uid = archive["second"].study_uid
-    result = dcmtk(
+    result = scu(
         "getscu",
-        "-aet",
+        listener,
         "GETSCU",
-        "-aec",
-        listener.ae_title,
         "-S",
         "-od",
         str(out),
@@ -238,8 +227,6 @@ def test_getscu_retrieves_a_series_over_the_same_association(archive, tmp_path):
         "QueryRetrieveLevel=STUDY",
         "-k",
         f"StudyInstanceUID={uid}",
-        "127.0.0.1",
-        str(listener.port),
     )
     assert result.returncode == 0, result.stderr
     received = [dcmread(path) for path in out.iterdir()]
@@ -254,20 +241,16 @@ def test_a_modality_room_may_store_but_not_query(archive, tmp_path):
         facility=archive["listener"].facility, name="CT", modality="CT", ae_title="CT_ROOM"
     )
     listener = archive["listener"]
-    result = dcmtk(
+    result = scu(
         "findscu",
-        "-v",
-        "-aet",
+        listener,
         "CT_ROOM",
-        "-aec",
-        listener.ae_title,
+        "-v",
         "-S",
         "-k",
         "QueryRetrieveLevel=STUDY",
         "-k",
         "StudyInstanceUID",
-        "127.0.0.1",
-        str(listener.port),
     )
     # 0x0124 Refused: Not authorized (PS3.7 C), and no match was sent.
     assert "Final Find Response (Unknown Status: 0x124)" in result.stderr

@@ -11,22 +11,18 @@ from pydicom.data import get_testdata_file
 from pacs import storage
 from pacs.dicom import synthetic
 from pacs.models import Instance, Study
-from tests.interop.conftest import dcmtk
+from tests.interop.conftest import scu
 
 pytestmark = pytest.mark.interop
 
 
 def test_echoscu_gets_an_answer(listener):
-    result = dcmtk(
-        "echoscu", "-aet", "ECHOSCU", "-aec", listener.ae_title, "127.0.0.1", str(listener.port)
-    )
+    result = scu("echoscu", listener, "ECHOSCU")
     assert result.returncode == 0, result.stderr
 
 
 def test_an_unknown_calling_ae_is_refused(listener):
-    result = dcmtk(
-        "echoscu", "-aet", "STRANGER", "-aec", listener.ae_title, "127.0.0.1", str(listener.port)
-    )
+    result = scu("echoscu", listener, "STRANGER")
     assert result.returncode != 0
     assert "Rejected" in result.stderr or "rejected" in result.stderr.lower()
 
@@ -48,18 +44,7 @@ def write_series(folder: Path, slices: int) -> list[bytes]:
 
 def test_storescu_stores_a_generated_series_byte_for_byte(listener, tmp_path):
     sent = write_series(tmp_path / "series", 12)
-    result = dcmtk(
-        "storescu",
-        "-aet",
-        "STORESCU",
-        "-aec",
-        listener.ae_title,
-        "+sd",
-        "+r",
-        "127.0.0.1",
-        str(listener.port),
-        str(tmp_path / "series"),
-    )
+    result = scu("storescu", listener, "STORESCU", "+sd", "+r", files=(str(tmp_path / "series"),))
     assert result.returncode == 0, result.stderr
     assert Instance.objects.count() == 12
     # storescu sends the dataset as it is in the file and the receiver writes a new file
@@ -91,16 +76,7 @@ def test_storescu_stores_a_generated_series_byte_for_byte(listener, tmp_path):
 def test_dcmsend_stores_files_in_their_own_transfer_syntax(listener, name):
     path = get_testdata_file(name)
     # dcmsend proposes each file's own transfer syntax and sends it unchanged.
-    result = dcmtk(
-        "dcmsend",
-        "-aet",
-        "STORESCU",
-        "-aec",
-        listener.ae_title,
-        "127.0.0.1",
-        str(listener.port),
-        path,
-    )
+    result = scu("dcmsend", listener, "STORESCU", files=(path,))
     assert result.returncode == 0, result.stderr + result.stdout
     instance = Instance.objects.get()
     original = dcmread(path)
@@ -114,15 +90,6 @@ def test_dcmsend_stores_files_in_their_own_transfer_syntax(listener, name):
 
 def test_a_bad_file_gets_a_failure_status_and_is_not_kept(listener, tmp_path):
     path = get_testdata_file("MR_truncated.dcm")
-    result = dcmtk(
-        "storescu",
-        "-aet",
-        "STORESCU",
-        "-aec",
-        listener.ae_title,
-        "127.0.0.1",
-        str(listener.port),
-        path,
-    )
+    result = scu("storescu", listener, "STORESCU", files=(path,))
     assert "0xc000" in (result.stdout + result.stderr).lower() or result.returncode != 0
     assert not Instance.objects.exists()
