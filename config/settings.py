@@ -314,5 +314,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"axes": {"level": "WARNING"}},
+    "loggers": {
+        "axes": {"level": "WARNING"},
+        # pynetdicom logs every DIMSE message at INFO: a line per image on the C-STORE
+        # hot path. Our handlers log refusals and errors themselves.
+        "pynetdicom": {"level": env("PYNETDICOM_LOG_LEVEL", "WARNING")},
+    },
 }

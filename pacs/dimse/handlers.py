@@ -79,9 +79,18 @@ def handle_open(event: events.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def handle_association_end(event: events.Event) -> None:
+    """Released, aborted or rejected, in the association's own thread (where the
+    handlers and the calling-AE check ran):
+    close its database connection now. Left to the garbage collector, a connection of
+    a finished association would stay open in PostgreSQL for an unbounded time."""
+    connections.close_all()
+
+
 def handle_close(event: events.Event) -> None:
-    """End of an association: refresh the studies it stored into (counts, links,
-    thumbnails) once, then give the thread's database connection back."""
+    """Connection closed (in pynetdicom's DUL thread): refresh the studies the
+    association stored into (counts, links, thumbnails) once, then close the DUL
+    thread's own database connection, if the refresh opened one."""
     from pacs import tasks
 
     for study_id in getattr(event.assoc, "radpacs_studies", ()):

@@ -69,6 +69,9 @@ class ReusePortServer(ThreadedAssociationServer):
 EVENT_HANDLERS = [
     (evt.EVT_CONN_OPEN, handlers.handle_open),
     (evt.EVT_CONN_CLOSE, handlers.handle_close),
+    (evt.EVT_RELEASED, handlers.handle_association_end),
+    (evt.EVT_ABORTED, handlers.handle_association_end),
+    (evt.EVT_REJECTED, handlers.handle_association_end),
     (evt.EVT_C_ECHO, handlers.handle_echo),
     (evt.EVT_C_STORE, handlers.handle_store),
     (evt.EVT_C_FIND, handlers.handle_find),

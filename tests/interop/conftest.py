@@ -4,10 +4,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from accounts.models import Facility
+from pacs.dicom import synthetic
 from pacs.dimse import server
 from pacs.models import DicomNode
 from tests.factories import FacilityFactory
@@ -73,3 +75,12 @@ def listener(transactional_db, image_store, settings) -> Iterator[Listener]:
         yield Listener(running.server_address[1], settings.DICOM_AE_TITLE, facility)
     finally:
         running.shutdown()
+
+
+def write_series(folder: Path, slices: int) -> list[bytes]:
+    spec = synthetic.StudySpec(patient=synthetic.PatientSpec(patient_id="P1"))
+    files = list(synthetic.ct_series(spec, slices=slices, rows=64, columns=64))
+    folder.mkdir()
+    for number, data in enumerate(files):
+        (folder / f"ct{number:03d}.dcm").write_bytes(data)
+    return files

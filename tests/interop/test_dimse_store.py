@@ -2,16 +2,14 @@
 
 import struct
 import time
-from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from pacs import storage
-from pacs.dicom import synthetic
 from pacs.models import Instance, Study
-from tests.interop.conftest import scu
+from tests.interop.conftest import scu, write_series
 
 pytestmark = pytest.mark.interop
 
@@ -31,15 +29,6 @@ def dataset_part(data: bytes) -> bytes:
     """The bytes after the file meta group (its length is the group length element)."""
     (group_length,) = struct.unpack_from("<I", data, 132 + 8)
     return data[132 + 12 + group_length :]
-
-
-def write_series(folder: Path, slices: int) -> list[bytes]:
-    spec = synthetic.StudySpec(patient=synthetic.PatientSpec(patient_id="P1"))
-    files = list(synthetic.ct_series(spec, slices=slices, rows=64, columns=64))
-    folder.mkdir()
-    for number, data in enumerate(files):
-        (folder / f"ct{number:03d}.dcm").write_bytes(data)
-    return files
 
 
 def test_storescu_stores_a_generated_series_byte_for_byte(listener, tmp_path):
