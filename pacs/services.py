@@ -9,12 +9,13 @@ linking, thumbnails) runs in a Celery task after commit.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -116,108 +117,139 @@ def ingest(
         )
 
     key, digest = storage.content_key(data)
-    existing = (
-        Instance.objects.filter(facility=facility, sop_instance_uid=header.sop_instance_uid)
-        .only("id", "sha256", "storage_key", "series__study_id", "sop_class_uid")
-        .select_related("series")
-        .first()
-    )
-    if existing is not None:
-        return _resend(existing, header, data, key, digest, actor or door)
-
     try:
         created_file = storage.put(key, data)
     except OSError as error:
         logger.error("cannot store %s: %s", header.sop_instance_uid, error)
         raise IngestError("archive storage is unavailable", STATUS_OUT_OF_RESOURCES, 503) from error
 
+    audit_context = {"door": door, "user": user, "actor": actor, "remote_addr": remote_addr}
+    cache_key = (facility.pk, header.study_instance_uid, header.series_instance_uid)
+    known = session.series.get(cache_key) if session is not None else None
     try:
-        instance, study_id = _record(
-            header,
-            facility,
-            key,
-            digest,
-            len(data),
-            metadata,
-            audit_context={
-                "door": door,
-                "user": user,
-                "actor": actor,
-                "remote_addr": remote_addr,
-            },
-            schedule_refresh=schedule_refresh,
-            session=session,
-        )
-    except IntegrityError:
+        if known is not None:  # one statement, committed on its own
+            series_id, study_id = known
+            inserted = _insert_instance(
+                header, facility, series_id, study_id, key, digest, data, metadata
+            )
+        else:  # a new series (and maybe study) commits with its first instance
+            with transaction.atomic():
+                series_id, study_id = _series_for(header, facility, audit_context)
+                inserted = _insert_instance(
+                    header, facility, series_id, study_id, key, digest, data, metadata
+                )
+            if session is not None:
+                session.series[cache_key] = (series_id, study_id)
+    except BaseException:
         if session is not None:
             session.series.clear()  # a remembered row may be what is gone
-        # Another association stored the same SOP instance between our check and insert.
-        existing = (
-            Instance.objects.filter(facility=facility, sop_instance_uid=header.sop_instance_uid)
-            .select_related("series")
-            .first()
-        )
-        if existing is None:
-            _discard_unreferenced(key, created_file)
-            raise
-        return _resend(existing, header, data, key, digest, actor or door)
-    except BaseException:
         _discard_unreferenced(key, created_file)
         raise
 
+    if inserted is None:  # the SOP instance was already stored
+        existing = (
+            Instance.objects.filter(facility=facility, sop_instance_uid=header.sop_instance_uid)
+            .only("id", "sha256", "storage_key", "series__study_id", "sop_class_uid")
+            .select_related("series")
+            .first()
+        )
+        if existing is None:  # deleted meanwhile: nothing to compare with; let the sender retry
+            _discard_unreferenced(key, created_file)
+            raise IngestError(
+                "instance changed while storing; send it again", STATUS_OUT_OF_RESOURCES, 503
+            )
+        if existing.storage_key != key:
+            _discard_unreferenced(key, created_file)
+        return _resend(existing, header, data, key, digest, actor or door)
+
+    instance_id, flagged = inserted
+    if flagged and schedule_refresh:
+        # Only when the flag was clear: a 3,000-instance upload queues a few tasks.
+        from pacs import tasks
+
+        transaction.on_commit(lambda: tasks.study_refresh.apply_async((study_id,), countdown=2))
     return IngestResult(
         IngestOutcome.STORED,
-        instance.pk,
+        instance_id,
         study_id,
         header.sop_class_uid,
         header.sop_instance_uid,
     )
 
 
-@transaction.atomic
-def _record(
+@functools.cache
+def _instance_sql(columns: tuple[str, ...]) -> tuple[str, str, str]:
+    """(insert, flag, both in one statement) for `_insert_instance`. Names come from
+    the models and the database's quoting; every value is a query parameter."""
+    quote = connection.ops.quote_name
+    instance_table, study_table = quote(Instance._meta.db_table), quote(Study._meta.db_table)
+    insert = (
+        f"INSERT INTO {instance_table} ({', '.join(quote(name) for name in columns)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({quote('facility_id')}, {quote('sop_instance_uid')}) DO NOTHING "
+        f"RETURNING {quote('id')}"
+    )
+    flag = (
+        f"UPDATE {study_table} SET {quote('needs_refresh')} = %s "  # noqa: S608
+        f"WHERE {quote('id')} = %s AND NOT {quote('needs_refresh')}"
+    )
+    insert_and_flag = (
+        f"WITH inserted AS ({insert}), flagged AS ({flag} "  # noqa: S608
+        f"AND EXISTS (SELECT 1 FROM inserted) RETURNING 1) "
+        f"SELECT {quote('id')}, EXISTS (SELECT 1 FROM flagged) FROM inserted"
+    )
+    return insert, flag, insert_and_flag
+
+
+def _insert_instance(
     header: Header,
     facility: Facility,
+    series_id: int,
+    study_id: int,
     key: str,
     digest: str,
-    size: int,
+    data: bytes,
     metadata: str,
-    audit_context: dict,
-    schedule_refresh: bool,
-    session: IngestSession | None = None,
-) -> tuple[Instance, int]:
-    """Index one stored file; returns the instance and its study's id."""
-    cache_key = (facility.pk, header.study_instance_uid, header.series_instance_uid)
-    known = session.series.get(cache_key) if session is not None else None
-    if known is not None:
-        series_id, study_id = known
-    else:
-        series_id, study_id = _series_for(header, facility, audit_context)
-        if session is not None:
-            session.series[cache_key] = (series_id, study_id)
-    instance = Instance.objects.create(
-        facility=facility,
-        series_id=series_id,
-        sop_instance_uid=header.sop_instance_uid,
-        sop_class_uid=header.sop_class_uid,
-        transfer_syntax_uid=header.transfer_syntax_uid,
-        instance_number=header.integer("InstanceNumber"),
-        rows=header.integer("Rows"),
-        columns=header.integer("Columns"),
-        number_of_frames=header.integer("NumberOfFrames") or 1,
-        storage_key=key,
-        size=size,
-        sha256=digest,
-        metadata_json=metadata,
-    )
-    # Flag the study for the follow-up task; schedule it only when the flag was clear,
-    # so a 3,000-instance push queues a handful of tasks, not 3,000.
-    flagged = Study.objects.filter(pk=study_id, needs_refresh=False).update(needs_refresh=True)
-    if flagged and schedule_refresh:
-        from pacs import tasks
+) -> tuple[int, bool] | None:
+    """Insert the instance row and flag its study for the follow-up task: (instance id,
+    whether the flag was clear); None when the SOP instance is already stored (nothing
+    is written then).
 
-        transaction.on_commit(lambda: tasks.study_refresh.apply_async((study_id,), countdown=2))
-    return instance, study_id
+    This is the one write per C-STORE, so on PostgreSQL it is one statement: one round
+    trip and one commit. The study flag is written only when it was clear, so a long
+    push updates the study row once, and a crash mid-push leaves the study flagged for
+    refresh_pending_studies.
+    """
+    columns = {
+        "facility_id": facility.pk,
+        "series_id": series_id,
+        "sop_instance_uid": header.sop_instance_uid,
+        "sop_class_uid": header.sop_class_uid,
+        "transfer_syntax_uid": header.transfer_syntax_uid,
+        "instance_number": header.integer("InstanceNumber"),
+        "rows": header.integer("Rows"),
+        "columns": header.integer("Columns"),
+        "number_of_frames": header.integer("NumberOfFrames") or 1,
+        "storage_key": key,
+        "size": len(data),
+        "sha256": digest,
+        "metadata_json": metadata,
+        "received_at": timezone.now(),
+    }
+    insert, flag, insert_and_flag = _instance_sql(tuple(columns))
+    values = list(columns.values())
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(insert_and_flag, [*values, True, study_id])
+            row = cursor.fetchone()
+        return (row[0], bool(row[1])) if row else None
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(insert, values)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        cursor.execute(flag, [True, study_id])
+        return row[0], cursor.rowcount > 0
 
 
 def _series_for(header: Header, facility: Facility, audit_context: dict) -> tuple[int, int]:

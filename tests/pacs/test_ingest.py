@@ -203,10 +203,10 @@ def test_a_storage_failure_is_out_of_resources_and_records_nothing(
 def test_a_database_failure_removes_the_file_it_wrote(
     facility_a, study_spec, image_store, monkeypatch
 ):
-    def broken_create(**kwargs):
+    def broken_insert(*args):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(Instance.objects, "create", broken_create)
+    monkeypatch.setattr(services, "_insert_instance", broken_insert)
     with pytest.raises(RuntimeError):
         ingest(small_ct(study_spec), facility=facility_a, door="dimse")
     assert stored_files(image_store) == []
