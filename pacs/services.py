@@ -105,23 +105,28 @@ def ingest(
     flagged either way, so `refresh_pending_studies` catches what a crash left.
     `session` (one per association) remembers the series rows the push created.
     """
+    # The file is hashed, written and fsynced in a writer thread while this one parses.
+    pending = storage.PendingPut(data)
     try:
         header = read_header(data)
         metadata = instance_json(header)
+        if expected_sop_instance_uid and expected_sop_instance_uid != header.sop_instance_uid:
+            raise IngestError(
+                "dataset SOP Instance UID differs from the request's", STATUS_DATASET_MISMATCH
+            )
+        key, digest = pending.key()
+        created_file = pending.install()
     except DicomParseError as error:
+        pending.discard()
         logger.warning("refused instance from %s (%s): %s", actor or door, door, error)
         raise IngestError(str(error), STATUS_CANNOT_UNDERSTAND) from error
-    if expected_sop_instance_uid and expected_sop_instance_uid != header.sop_instance_uid:
-        raise IngestError(
-            "dataset SOP Instance UID differs from the request's", STATUS_DATASET_MISMATCH
-        )
-
-    key, digest = storage.content_key(data)
-    try:
-        created_file = storage.put(key, data)
     except OSError as error:
-        logger.error("cannot store %s: %s", header.sop_instance_uid, error)
+        pending.discard()
+        logger.error("cannot store an instance from %s: %s", actor or door, error)
         raise IngestError("archive storage is unavailable", STATUS_OUT_OF_RESOURCES, 503) from error
+    except BaseException:
+        pending.discard()
+        raise
 
     audit_context = {"door": door, "user": user, "actor": actor, "remote_addr": remote_addr}
     cache_key = (facility.pk, header.study_instance_uid, header.series_instance_uid)

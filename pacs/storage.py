@@ -14,10 +14,12 @@ the spool, where `spool_flush` (command `flush_spool`, periodic task) uploads it
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
-import tempfile
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -63,23 +65,63 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_known_dirs: set[Path] = set()
+_temporary_names = itertools.count()
+
+
+def _write_temporary(folder: Path, data: bytes) -> Path:
+    """Write `data` to a new temporary file in `folder` and fsync it."""
+    for attempt in (1, 2):
+        if folder not in _known_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            _known_dirs.add(folder)
+        name = f"{TEMPORARY_PREFIX}{os.getpid()}-{threading.get_ident()}-{next(_temporary_names)}"
+        path = folder / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            _known_dirs.discard(folder)  # removed since (check_storage prunes empty folders)
+            if attempt == 2:
+                raise
+            continue
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        return path
+    raise AssertionError("unreachable")
+
+
+def _install(temporary: Path, target: Path) -> None:
+    """Give the written file its name, durably (rename, then fsync of the folder)."""
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
 def _write_durably(target: Path, data: bytes) -> bool:
     """Write `target` so that it survives a crash once this returns; False when it exists."""
     if target.exists():
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=TEMPORARY_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+    _install(_write_temporary(target.parent, data), target)
     return True
+
+
+def _target(key: str) -> tuple[Path, bool]:
+    """Where `key` is written (the spool for a remote store), and whether it is spooled."""
+    store = image_storage()
+    if isinstance(store, SpooledStorage):
+        return store.spool_path(key), True
+    return Path(store.path(key)), False
 
 
 def put(key: str, data: bytes) -> bool:
@@ -88,15 +130,75 @@ def put(key: str, data: bytes) -> bool:
     With a remote store "there" means the spool: asking S3 would put its latency on
     every C-STORE. A second upload of bytes S3 already holds is a no-op of the task.
     """
-    store = image_storage()
-    if isinstance(store, SpooledStorage):
-        created = _write_durably(store.spool_path(key), data)
-        if created:
-            # Queued now, not on commit: the task needs only the spool file, already
-            # durable, and no index row (ingest calls put before its transaction).
+    target, spooled = _target(key)
+    created = _write_durably(target, data)
+    if created and spooled:
+        # Queued now, not on commit: the task needs only the spool file, already
+        # durable, and no index row (ingest writes before its transaction).
+        _queue_upload(key)
+    return created
+
+
+_writers: ThreadPoolExecutor | None = None
+_writers_lock = threading.Lock()
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    global _writers
+    with _writers_lock:
+        if _writers is None:
+            _writers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="image-writer")
+        return _writers
+
+
+Prepared = tuple[str, str, Path, Path | None]  # key, sha256, target, temporary file
+
+
+class PendingPut:
+    """A content-addressed `put` started in a writer thread: hashing, writing and the
+    file's fsync (all outside the GIL) overlap with what the caller does meanwhile
+    (ingest parses the header). Then `install()` names the file durably, or
+    `discard()` drops it. Nothing is visible under the key before `install()`."""
+
+    def __init__(self, data: bytes) -> None:
+        self._future: Future[Prepared] = _writer_pool().submit(self._prepare, data)
+        self._settled = False
+
+    @staticmethod
+    def _prepare(data: bytes) -> Prepared:
+        key, digest = content_key(data)
+        target, _ = _target(key)
+        if target.exists():
+            return key, digest, target, None
+        return key, digest, target, _write_temporary(target.parent, data)
+
+    def key(self) -> tuple[str, str]:
+        """(storage key, sha256); raises the writer's OSError."""
+        key, digest, _, _ = self._future.result()
+        return key, digest
+
+    def install(self) -> bool:
+        """Make the file durable under its key; False when the key held it already."""
+        key, _, target, temporary = self._future.result()
+        self._settled = True
+        if temporary is None:
+            return False
+        _install(temporary, target)
+        if _target(key)[1]:
             _queue_upload(key)
-        return created
-    return _write_durably(Path(store.path(key)), data)
+        return True
+
+    def discard(self) -> None:
+        """Drop the written file (the caller refused the instance)."""
+        if self._settled:
+            return
+        self._settled = True
+        try:
+            temporary = self._future.result()[3]
+        except OSError:
+            return
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 def _queue_upload(key: str) -> None:

@@ -190,10 +190,10 @@ def test_bad_input_is_refused_with_a_reason_and_leaves_nothing_behind(
 def test_a_storage_failure_is_out_of_resources_and_records_nothing(
     facility_a, study_spec, monkeypatch
 ):
-    def broken_put(key, data):
+    def disk_full(folder, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(storage, "put", broken_put)
+    monkeypatch.setattr(storage, "_write_temporary", disk_full)
     with pytest.raises(IngestError) as refused:
         ingest(small_ct(study_spec), facility=facility_a, door="dimse")
     assert refused.value.dicom_status == 0xA700
