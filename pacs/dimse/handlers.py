@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection, connections
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UncompressedTransferSyntaxes
-from pynetdicom import build_context, events
+from pynetdicom import build_context, events, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -207,16 +207,42 @@ def _audit_read(
         audit.record(obj=study, detail={"level": level, **detail}, **base)
 
 
+UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+
 def _retrieve_contexts(instances: list[Instance]) -> list:
-    """Presentation contexts for the storage sub-operations: the stored transfer syntax,
-    plus the uncompressed ones pynetdicom converts between."""
-    wanted: dict[str, set[str]] = {}
+    """Presentation contexts for the C-MOVE sub-association: for each SOP class, its
+    stored transfer syntaxes as they are, and a separate uncompressed context, so a
+    destination that cannot take a compressed syntax still gets the images (decoded).
+    At most 128 contexts (PS3.8 9.3.2.2: odd context ids 1-255)."""
+    stored: dict[str, set[str]] = {}
     for instance in instances:
-        syntaxes = wanted.setdefault(instance.sop_class_uid, set())
-        syntaxes.add(instance.transfer_syntax_uid)
-        if instance.transfer_syntax_uid in UncompressedTransferSyntaxes:
-            syntaxes.update({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
-    return [build_context(sop_class, sorted(ts)) for sop_class, ts in wanted.items()][:128]
+        stored.setdefault(instance.sop_class_uid, set()).add(instance.transfer_syntax_uid)
+    contexts = []
+    for sop_class, syntaxes in stored.items():
+        for syntax in sorted(syntaxes - set(UncompressedTransferSyntaxes)):
+            contexts.append(build_context(sop_class, [syntax]))
+        contexts.append(build_context(sop_class, UNCOMPRESSED))
+    return contexts[:128]
+
+
+def _as_accepted(dataset: Dataset, assoc: Any) -> Dataset:
+    """The dataset in a transfer syntax the receiving side accepted for its SOP class:
+    as stored when it can be, else decoded to Explicit VR Little Endian (pynetdicom
+    converts between the uncompressed syntaxes itself)."""
+    stored = dataset.file_meta.get("TransferSyntaxUID")
+    if stored is None or not stored.is_compressed or assoc is None:
+        return dataset
+    accepted = {
+        context.transfer_syntax[0]
+        for context in assoc.accepted_contexts
+        if context.abstract_syntax == dataset.SOPClassUID and context.as_scu
+    }
+    if stored in accepted or not accepted & set(UncompressedTransferSyntaxes):
+        return dataset  # as stored; with no usable context pynetdicom counts a failure
+    # Lossless decoding keeps the instance's identity (PS3.5 8.2; PS3.4 C.6.1.1.4).
+    dataset.decompress(generate_instance_uid=False)
+    return dataset
 
 
 def _selected(event: events.Event, peer: peers.Peer) -> list[Instance] | Dataset:
@@ -231,15 +257,17 @@ def _selected(event: events.Event, peer: peers.Peer) -> list[Instance] | Dataset
 
 
 def _datasets(
-    event: events.Event, instances: list[Instance]
+    event: events.Event, instances: list[Instance], receiver: Callable[[], Any]
 ) -> Iterator[tuple[int, Dataset | None]]:
+    """The instances' datasets for the storage sub-operations; `receiver()` is the
+    association they go over (known only once pynetdicom has opened it)."""
     for instance in instances:
         if event.is_cancelled:
             yield CANCELLED, None
             return
         try:
             with storage.open_file(instance.storage_key) as handle:
-                dataset = dcmread(handle)
+                dataset = _as_accepted(dcmread(handle), receiver())
         except Exception:
             logger.exception("cannot read %s for retrieve", instance.sop_instance_uid)
             continue  # counted as a failed sub-operation by pynetdicom
@@ -247,7 +275,11 @@ def _datasets(
 
 
 def _send(
-    event: events.Event, peer: peers.Peer, instances: list[Instance], destination: str
+    event: events.Event,
+    peer: peers.Peer,
+    instances: list[Instance],
+    destination: str,
+    receiver: Callable[[], Any],
 ) -> Iterator[tuple[int, Dataset | None]]:
     """The C-MOVE / C-GET sub-operations, audited as an export of each study."""
     if instances:
@@ -258,7 +290,7 @@ def _send(
             detail={"destination": destination, "instances": len(instances)},
             studies=_studies_of(instances),
         )
-    yield from _datasets(event, instances)
+    yield from _datasets(event, instances, receiver)
 
 
 def _studies_of(instances: list[Instance]) -> list[Study]:
@@ -288,9 +320,21 @@ def handle_move(event: events.Event) -> Iterator[Any]:
         yield 0
         yield instances, None
         return
-    yield destination.host, destination.port, {"contexts": _retrieve_contexts(instances)}
+    opened: dict[str, Any] = {}
+
+    def remember(accepted: events.Event) -> None:
+        opened["assoc"] = accepted.assoc
+
+    sub_association = {
+        "contexts": _retrieve_contexts(instances),
+        "evt_handlers": [
+            (evt.EVT_CONN_OPEN, handle_open),  # Nagle off on our side too
+            (evt.EVT_ACCEPTED, remember),
+        ],
+    }
+    yield destination.host, destination.port, sub_association
     yield len(instances)
-    yield from _send(event, peer, instances, destination.ae_title)
+    yield from _send(event, peer, instances, destination.ae_title, lambda: opened.get("assoc"))
 
 
 def handle_get(event: events.Event) -> Iterator[Any]:
@@ -306,4 +350,4 @@ def handle_get(event: events.Event) -> Iterator[Any]:
         yield instances, None
         return
     yield len(instances)
-    yield from _send(event, peer, instances, peer.ae_title)
+    yield from _send(event, peer, instances, peer.ae_title, lambda: event.assoc)

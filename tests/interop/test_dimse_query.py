@@ -1,13 +1,17 @@
 """dcmtk's findscu, movescu (into a dcmtk storescp) and getscu against our listener."""
 
+import contextlib
 import io
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file
 
 from pacs import services
 from pacs.dicom import synthetic
@@ -142,14 +146,15 @@ def test_findscu_at_patient_series_and_image_levels(archive, tmp_path):
     assert len(images) == int(series[0].NumberOfSeriesRelatedInstances)
 
 
-@pytest.fixture
-def storescp(tmp_path, listener):
-    """dcmtk's storescp as a C-MOVE destination registered for the facility."""
+@contextlib.contextmanager
+def running_storescp(folder: Path, listener, *options: str) -> Iterator[Path]:
+    """dcmtk's storescp writing into `folder`, registered as a C-MOVE destination
+    (STORESCP) of the listener's facility. Without options it accepts only the
+    uncompressed transfer syntaxes."""
     port = free_port()
-    folder = tmp_path / "received"
     folder.mkdir()
     process = subprocess.Popen(
-        ["/usr/bin/storescp", "-aet", "STORESCP", "+xa", "-od", str(folder), str(port)],
+        ["/usr/bin/storescp", "-aet", "STORESCP", *options, "-od", str(folder), str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={"TCP_NODELAY": "1"},
@@ -163,15 +168,22 @@ def storescp(tmp_path, listener):
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.05)
-    yield folder
-    process.terminate()
-    process.wait(10)
+    try:
+        yield folder
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
-def test_movescu_sends_a_study_to_a_registered_storescp(archive, storescp):
-    listener = archive["listener"]
-    uid = archive["first"].study_uid
-    result = scu(
+@pytest.fixture
+def storescp(tmp_path, listener):
+    """A C-MOVE destination accepting every transfer syntax (+xa)."""
+    with running_storescp(tmp_path / "received", listener, "+xa") as folder:
+        yield folder
+
+
+def move_study(listener, study_uid: str) -> subprocess.CompletedProcess:
+    return scu(
         "movescu",
         listener,
         "MOVESCU",
@@ -181,8 +193,14 @@ def test_movescu_sends_a_study_to_a_registered_storescp(archive, storescp):
         "-k",
         "QueryRetrieveLevel=STUDY",
         "-k",
-        f"StudyInstanceUID={uid}",
+        f"StudyInstanceUID={study_uid}",
     )
+
+
+def test_movescu_sends_a_study_to_a_registered_storescp(archive, storescp):
+    listener = archive["listener"]
+    uid = archive["first"].study_uid
+    result = move_study(listener, uid)
     assert result.returncode == 0, result.stderr
     received = [dcmread(path) for path in storescp.iterdir()]
     assert len(received) == 5
@@ -255,3 +273,57 @@ def test_a_modality_room_may_store_but_not_query(archive, tmp_path):
     # 0x0124 Refused: Not authorized (PS3.7 C), and no match was sent.
     assert "Final Find Response (Unknown Status: 0x124)" in result.stderr
     assert "Find Response: 1" not in result.stderr
+
+
+COMPRESSED_SAMPLES = ["MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm"]
+
+
+def ingest_sample(listener, name: str) -> Dataset:
+    data = Path(get_testdata_file(name)).read_bytes()
+    services.ingest(data, facility=listener.facility, door="dimse")
+    return dcmread(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("name", COMPRESSED_SAMPLES)
+def test_a_destination_taking_only_uncompressed_data_gets_decoded_images(listener, tmp_path, name):
+    original = ingest_sample(listener, name)
+    with running_storescp(tmp_path / "received", listener) as folder:
+        result = move_study(listener, original.StudyInstanceUID)
+        received = [dcmread(path) for path in folder.iterdir()]
+    assert result.returncode == 0, result.stderr
+    assert len(received) == 1, result.stderr
+    (image,) = received
+    assert not image.file_meta.TransferSyntaxUID.is_compressed
+    assert image.SOPInstanceUID == original.SOPInstanceUID
+    assert numpy.array_equal(image.pixel_array, original.pixel_array)
+
+
+def test_a_destination_taking_compressed_data_gets_it_as_stored(listener, storescp):
+    original = ingest_sample(listener, "MR_small_jpeg_ls_lossless.dcm")
+    result = move_study(listener, original.StudyInstanceUID)
+    assert result.returncode == 0, result.stderr
+    (image,) = [dcmread(path) for path in storescp.iterdir()]
+    assert image.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert image.PixelData == original.PixelData
+
+
+def test_getscu_proposing_only_uncompressed_syntaxes_gets_decoded_images(listener, tmp_path):
+    original = ingest_sample(listener, "MR_small_RLE.dcm")
+    out = tmp_path / "got"
+    out.mkdir()
+    result = scu(
+        "getscu",
+        listener,
+        "GETSCU",
+        "-S",
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={original.StudyInstanceUID}",
+    )
+    assert result.returncode == 0, result.stderr
+    (image,) = [dcmread(path) for path in out.iterdir()]
+    assert not image.file_meta.TransferSyntaxUID.is_compressed
+    assert numpy.array_equal(image.pixel_array, original.pixel_array)
