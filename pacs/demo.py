@@ -1,8 +1,10 @@
 """Demo images for `make run`: studies for demo orders, ingested like any other.
 
 CT orders get a generated 120-slice chest CT with real geometry; other orders get
-one of pydicom's bundled sample files (MR, JPEG 2000, RLE multi-frame colour),
-re-labelled with the order's patient, accession number and fresh UIDs.
+real sample images from pydicom and pydicom-data (a 1024x1024 MR and an enhanced
+multi-frame MR, a chest CR, a 120-frame colour ultrasound cine), in the transfer
+syntax they come in (JPEG 2000, JPEG baseline, uncompressed), re-labelled with the
+order's patient, accession number and fresh UIDs.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pacs import services
 from pacs.dicom import synthetic
 from ris.models import Order
 
+# File names as pydicom.data.get_testdata_file knows them (pydicom-data provides most).
 SAMPLES_BY_MODALITY = {
-    "MR": ["MR_small.dcm", "MR_small_RLE.dcm"],
-    "US": ["SC_rgb_rle_2frame.dcm"],
-    "DX": ["JPEG2000.dcm"],
-    "MG": ["JPEG2000.dcm"],
+    "MR": ["MR2_J2KR.dcm", "emri_small_jpeg_2k_lossless.dcm"],
+    "US": ["color3d_jpeg_baseline.dcm", "US1_J2KR.dcm"],
+    "DX": ["RG1_J2KR.dcm"],
+    "MG": ["RG3_J2KR.dcm"],
 }
 CT_SLICES = 120
 

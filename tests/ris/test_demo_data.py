@@ -3,10 +3,11 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from pydicom.uid import ComputedRadiographyImageStorage, UltrasoundMultiFrameImageStorage
 
 from accounts.models import Facility, User
 from accounts.roles import Role
-from pacs.models import Study
+from pacs.models import Instance, Study
 from ris.models import Appointment, Order, Patient
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +44,11 @@ def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(
     assert ct is not None and ct.number_of_instances >= 100
     assert ct.patient == ct.order.patient
     assert Study.objects.filter(modalities_in_study="MR", order__isnull=False).exists()
+    # Real images from pydicom-data: a chest CR and a 120-frame ultrasound cine.
+    assert Instance.objects.filter(sop_class_uid=ComputedRadiographyImageStorage).exists()
+    assert Instance.objects.filter(
+        sop_class_uid=UltrasoundMultiFrameImageStorage, number_of_frames=120
+    ).exists()
     assert Order.objects.filter(images_received_at__isnull=False).count() == Study.objects.count()
     # Passwords are printed and work.
     lines = [line.split() for line in out.getvalue().splitlines() if line.startswith("  ")]

@@ -310,6 +310,6 @@ class Command(BaseCommand):
                 order=order, room=room, starts_at=start, actor=clerk
             )
             next_free[(room.pk, day)] = appointment.ends_at + dt.timedelta(minutes=15)
-            if day == today and room.modality != "DX":
+            if day == today:
                 # Done at the modality this morning: images in, ready for the reading list.
                 services.order_status_set(order=order, status=Order.Status.COMPLETED, actor=clerk)
