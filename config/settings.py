@@ -308,6 +308,11 @@ DICOM_REUSE_PORT = env_bool("DICOM_REUSE_PORT", True)
 DICOM_DUPLICATE_POLICY = env("DICOM_DUPLICATE_POLICY", "reject")
 HL7_PORT = env_int("HL7_PORT", 2575)
 
+# DICOMweb: the most matches one QIDO-RS response holds (a client pages with offset),
+# and the origins of external viewers allowed to call it from a browser (CORS).
+DICOMWEB_MAX_RESULTS = env_int("DICOMWEB_MAX_RESULTS", 1000)
+DICOMWEB_CORS_ORIGINS = env_list("DICOMWEB_CORS_ORIGINS")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

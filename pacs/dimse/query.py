@@ -140,6 +140,25 @@ _ORDERING = {
     "SERIES": ("study_id", "series_number", "pk"),
     "IMAGE": ("series_id", "instance_number", "pk"),
 }
+# Where the study is, seen from each level's model.
+_STUDY_PATHS = {"STUDY": "", "SERIES": "study__", "IMAGE": "series__study__"}
+
+
+def _scoped(condition: Q, prefix: str) -> Q:
+    """`condition` (on Study fields) with every field seen from another model."""
+    if not prefix:
+        return condition
+    scoped = Q()
+    scoped.connector, scoped.negated = condition.connector, condition.negated
+    for child in condition.children:
+        if isinstance(child, Q):
+            scoped.children.append(_scoped(child, prefix))
+        else:
+            field, value = child
+            scoped.children.append((prefix + field, value))
+    return scoped
+
+
 # Where each level's unique key is, seen from an Instance (C-MOVE / C-GET selection).
 _INSTANCE_PATHS = {
     "PATIENT": "series__study__dicom_patient_id",
@@ -155,6 +174,9 @@ def find(
     model: str,
     facility_ids: set[int],
     limit: int | None = None,
+    offset: int = 0,
+    study_scope: Q | None = None,
+    fuzzy: bool = False,
 ) -> Iterator[Dataset]:
     """C-FIND (PS3.4 C.4.1): one response identifier per match, in a stable order.
 
@@ -165,12 +187,20 @@ def find(
     returns (QueryError); the single SQL query runs when iteration starts and its rows
     are streamed. Order: patients by ID, studies newest first, series by number,
     instances by number.
+
+    For DICOMweb (QIDO-RS): `offset` skips matches; `study_scope` (a Q on Study
+    fields) narrows the studies further than the facilities; `fuzzy` makes a person
+    name match any name component that starts with the value, case-insensitively.
     """
     level = _level(identifier, model)
-    if limit is not None and limit < 0:
-        raise ValueError("limit must not be negative")
+    if (limit is not None and limit < 0) or offset < 0:
+        raise ValueError("limit and offset must not be negative")
     keys = _LEVEL_KEYS[level]
-    conditions = _conditions(identifier, keys)
+    conditions = _conditions(identifier, keys, fuzzy=fuzzy)
+    if study_scope is not None:
+        if level == "PATIENT":
+            raise ValueError("a study scope applies to STUDY, SERIES and IMAGE levels")
+        conditions.append((Key("", Match.RETURN), _scoped(study_scope, _STUDY_PATHS[level])))
     returned = _returned(identifier, model, level)
     if level == "PATIENT":
         rows = _patient_rows(conditions, facility_ids)
@@ -178,7 +208,9 @@ def find(
         fields = {keys[keyword].field for _, keyword, _ in returned if keyword in keys}
         rows = _rows(level, conditions, facility_ids).values(*sorted(fields))
     if limit is not None:
-        rows = rows[:limit]
+        rows = rows[offset : offset + limit]
+    elif offset:
+        rows = rows[offset:]
     return _responses(rows.iterator(chunk_size=_STREAM_CHUNK), level, keys, returned)
 
 
@@ -261,20 +293,22 @@ def _values(element: DataElement | None) -> list[str]:
     return texts
 
 
-def _conditions(identifier: Dataset, keys: dict[str, Key]) -> list[tuple[Key, Q]]:
+def _conditions(
+    identifier: Dataset, keys: dict[str, Key], *, fuzzy: bool = False
+) -> list[tuple[Key, Q]]:
     conditions = []
     for tag in list(identifier.keys()):  # tags; iterating a Dataset converts elements
         keyword = keyword_for_tag(tag)
         key = keys.get(keyword)
         if key is None or key.match is Match.RETURN:
             continue
-        condition = _condition(key, keyword, _values(_element(identifier, tag)))
+        condition = _condition(key, keyword, _values(_element(identifier, tag)), fuzzy=fuzzy)
         if condition is not None:
             conditions.append((key, condition))
     return conditions
 
 
-def _condition(key: Key, keyword: str, values: list[str]) -> Q | None:
+def _condition(key: Key, keyword: str, values: list[str], *, fuzzy: bool = False) -> Q | None:
     """The filter for one key, or None for universal matching (PS3.4 C.2.2.2.3)."""
     if not values:
         return None
@@ -282,17 +316,22 @@ def _condition(key: Key, keyword: str, values: list[str]) -> Q | None:
         return None if "*" in values else Q(**{f"{key.field}__in": values})
     combined = Q()
     for value in values:  # multiple value matching: any of them (C.2.2.2.8)
-        one = _match_one(key, keyword, value)
+        one = _match_one(key, keyword, value, fuzzy=fuzzy)
         if one is None:
             return None
         combined |= one
     return combined
 
 
-def _match_one(key: Key, keyword: str, value: str) -> Q | None:
+def _match_one(key: Key, keyword: str, value: str, *, fuzzy: bool = False) -> Q | None:
     field, match = key.field, key.match
     if value == "*":
         return None
+    if fuzzy and match is Match.PN and value != '""' and "*" not in value and "?" not in value:
+        # PS3.18 8.3.4.1 fuzzy matching: a component (family, given, ...) or a word of
+        # one starting with the value, whatever the case: "smi" finds "Smith^John".
+        literal = _regex(value, star="*", one="?")
+        return Q(**{f"{field}__iregex": rf"(^|[= ^]){literal}"})
     if value == '""':  # empty value matching (C.2.2.2.7)
         return Q(**{f"{field}__isnull": True}) if match is Match.NUMBER else Q(**{field: ""})
     if match in (Match.TEXT, Match.PN):
