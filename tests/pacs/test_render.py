@@ -2,11 +2,13 @@
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 
-from pacs.dicom.render import RenderError, render
+from pacs.dicom.render import RenderError, Window, render, to_8bit
 
 # Rendering reads bytes handed to it, never the storage: one backend is enough.
 pytestmark = pytest.mark.parametrize("image_store", ["disk"], indirect=True)
@@ -54,3 +56,18 @@ def test_a_frame_out_of_range_is_an_error():
 def test_a_file_without_pixels_is_an_error():
     with pytest.raises(RenderError, match="no pixel data"):
         render(shipped("rtplan.dcm"))
+
+
+@pytest.mark.parametrize("function", ["linear", "linear-exact", "sigmoid"])
+def test_the_window_functions_put_the_center_at_mid_grey(function):
+    dataset = Dataset()
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    values = np.array([[-1000, 40, 1000]], dtype=np.int16)
+    shown = to_8bit(dataset, values, Window(40, 400, function))
+    assert shown[0, 0] < 10 and 125 <= shown[0, 1] <= 130 and shown[0, 2] > 245
+
+
+def test_a_viewport_scales_up_or_down_keeping_the_aspect():
+    data = shipped("CT_small.dcm")  # 128 x 128
+    assert Image.open(io.BytesIO(render(data, viewport=(256, 100)))).size == (100, 100)
+    assert Image.open(io.BytesIO(render(data, viewport=(64, 300)))).size == (64, 64)
