@@ -1,11 +1,299 @@
-"""STOW-RS (PS3.18 10.5): storing instances through the archive's ingest service."""
+"""STOW-RS (PS3.18 10.5): storing instances through the archive's ingest service.
+
+The request body (`multipart/related; type="application/dicom"`) is read as it
+arrives, one part at a time (`pacs.dicomweb.multipart`); each part is a Part 10
+file handed to `pacs.services.ingest`, the same door as C-STORE and the upload page.
+
+The response is the Store Instances Response Module (PS3.18 Annex I) as DICOM JSON.
+A Failed SOP Sequence item holds the Failure Reason (PS3.18 I.2.2: the ingest
+service's DICOM status) and, since Annex I defines no text attribute there, the
+reason in words as a private attribute (PS3.5 7.8): creator (0009,0010) "RADPACS",
+text (0009,1001) LT.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+from dataclasses import dataclass
+
+import pydicom
 from django.http import HttpRequest, HttpResponse
 
+from accounts import audit
+from accounts.models import Facility
+from pacs import services
+from pacs.dicom.parse import UID_PATTERN
+from pacs.dicomweb import multipart
 from pacs.dicomweb.access import DicomWebError, Scope
+from pacs.models import Instance, Study
+
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+PRIVATE_CREATOR = "RADPACS"
+MAX_PART_BYTES = 2 * 1024**3  # as the upload page
+SPOOL_MEMORY_BYTES = 1024 * 1024  # a bigger part waits on disk while it arrives
+STATUS_STUDY_MISMATCH = 0xA900  # PS3.18 I.2.2 A9xx: the instance is not of the target study
+
+
+@dataclass(frozen=True)
+class Stored:
+    sop_class_uid: str
+    sop_instance_uid: str
+    instance_id: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    sop_class_uid: str
+    sop_instance_uid: str
+    status: int
+    reason: str
+    media_type: bool = False  # the part was not application/dicom
 
 
 def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
-    raise DicomWebError(501, "STOW-RS is being built")
+    """POST /studies[/{study}]: store each part; 200 all stored, 202 some, 409 none."""
+    from pacs.dicomweb.views import _audit, base_url  # views imports this module
+
+    response_type = _response_type(request)
+    boundary, declared_type = _request_type(request)
+    facility = _facility(request, scope)
+    stream = _body(request)
+    remote_addr = audit.client_address(request)
+    results: list[Stored | Failed] = []
+    try:
+        for part in multipart.parts(
+            stream, boundary, spool_size=SPOOL_MEMORY_BYTES, max_part_size=MAX_PART_BYTES
+        ):
+            results.append(
+                _store_part(part, declared_type, study_uid, facility, scope, remote_addr)
+            )
+    except multipart.MultipartError as error:
+        if not results:
+            raise DicomWebError(400, f"malformed multipart body: {error}") from error
+        results.append(
+            Failed("", "", services.STATUS_CANNOT_UNDERSTAND, f"malformed multipart body: {error}")
+        )
+    if not results:
+        raise DicomWebError(400, "the request holds no instances")
+
+    stored = [result for result in results if isinstance(result, Stored)]
+    failed = [result for result in results if isinstance(result, Failed)]
+    if not stored and all(result.media_type for result in failed):
+        raise DicomWebError(415, failed[0].reason)
+    studies = _studies(stored)
+    study_uids = {uid for _, uid, _ in studies.values()} | ({study_uid} if study_uid else set())
+    _audit(
+        request,
+        scope,
+        audit.Action.CREATE,
+        study=_only_study(studies) if len(study_uids) == 1 else None,
+        resource="instances",
+        facility=facility.code,
+        stored=len(stored),
+        failed=len(failed),
+        studies=sorted(study_uids)[:20],
+    )
+    root = base_url(request)
+    document = _response(root, study_uids, stored, failed, studies)
+    status = 200 if not failed else 202 if stored else 409
+    return HttpResponse(
+        json.dumps(document, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        content_type=response_type,
+    )
+
+
+def _response_type(request: HttpRequest) -> str:
+    """application/dicom+json unless the client asks for application/json only; else 406."""
+    from pacs.dicomweb.views import _accepts_json
+
+    _accepts_json(request)
+    kinds = {
+        multipart.media_type(media_range)[0]
+        for media_range in request.headers.get("Accept", "").split(",")
+    }
+    if "application/json" in kinds and not kinds & {DICOM_JSON, "*/*", "application/*"}:
+        return "application/json"
+    return DICOM_JSON
+
+
+def _request_type(request: HttpRequest) -> tuple[str, str]:
+    """(boundary, declared part type) of a multipart/related request; 415 otherwise."""
+    kind, params = multipart.media_type(request.META.get("CONTENT_TYPE", ""))
+    if kind != "multipart/related":
+        raise DicomWebError(
+            415,
+            f'STOW-RS takes multipart/related; type="{DICOM}" bodies, not {kind or "nothing"}',
+        )
+    declared = params.get("type", "").lower()
+    if declared and declared != DICOM:
+        raise DicomWebError(
+            415,
+            f'only type="{DICOM}" (Part 10 files) is accepted; {declared} '
+            "(metadata with bulk data) is not supported",
+        )
+    boundary = params.get("boundary", "")
+    if not boundary:
+        raise DicomWebError(400, "the Content-Type has no boundary parameter")
+    return boundary, declared
+
+
+def _facility(request: HttpRequest, scope: Scope) -> Facility:
+    """Where the instances go: the one facility the user may upload to, or ?facility=."""
+    if not scope.upload_facility_ids:
+        raise DicomWebError(403, "you may not store images at any facility")
+    facilities = Facility.objects.filter(pk__in=scope.upload_facility_ids).order_by("code")
+    code = request.GET.get("facility", "")
+    if code:
+        facility = facilities.filter(code__iexact=code).first()
+        if facility is None:
+            raise DicomWebError(403, f"you may not store images at facility {code!r}")
+        return facility
+    choices = list(facilities)
+    if len(choices) > 1:
+        codes = ", ".join(facility.code for facility in choices)
+        raise DicomWebError(
+            400, f"you may store images at several facilities ({codes}): add ?facility=<code>"
+        )
+    return choices[0]
+
+
+def _body(request: HttpRequest) -> multipart.Readable:
+    """The request body as a stream, never read whole.
+
+    Django reads at most Content-Length bytes (none without it). A server that
+    de-chunks a chunked body itself says so with `wsgi.input_terminated` (gunicorn
+    does); Django's development server does not, so a chunked body is a 411 there.
+    """
+    if request.META.get("CONTENT_LENGTH"):
+        return request
+    if request.META.get("wsgi.input_terminated"):
+        return request.META["wsgi.input"]
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        raise DicomWebError(411, "this server needs a Content-Length (cannot read a chunked body)")
+    return request
+
+
+def _store_part(
+    part: multipart.Part,
+    declared_type: str,
+    study_uid: str,
+    facility: Facility,
+    scope: Scope,
+    remote_addr: str | None,
+) -> Stored | Failed:
+    kind = part.content_type
+    if kind != DICOM and (kind or declared_type != DICOM):
+        return Failed(
+            "",
+            "",
+            services.STATUS_CANNOT_UNDERSTAND,
+            f"a part is {kind or 'untyped'}; only {DICOM} parts (Part 10 files) are accepted",
+            media_type=True,
+        )
+    if part.truncated:
+        return Failed(
+            "",
+            "",
+            services.STATUS_OUT_OF_RESOURCES,
+            f"a part is larger than {MAX_PART_BYTES // 1024**3} GB",
+        )
+    data = part.body.read()
+    identity = _identity(data) if study_uid else None
+    if identity and identity[2] and identity[2] != study_uid:
+        return Failed(
+            identity[0],
+            identity[1],
+            STATUS_STUDY_MISMATCH,
+            f"the instance belongs to study {identity[2]}, not to {study_uid} of the request",
+        )
+    try:
+        result = services.ingest(
+            data,
+            facility=facility,
+            door=audit.Door.DICOMWEB,
+            user=scope.user,
+            actor=scope.user.get_username(),
+            remote_addr=remote_addr,
+            expected_sop_instance_uid="",
+        )
+    except services.IngestError as error:
+        sop_class_uid, sop_instance_uid, _ = identity or _identity(data)
+        return Failed(sop_class_uid, sop_instance_uid, error.dicom_status, error.reason)
+    return Stored(result.sop_class_uid, result.sop_instance_uid, result.instance_id)
+
+
+def _identity(data: bytes) -> tuple[str, str, str]:
+    """(SOP Class, SOP Instance, Study Instance UID) as far as they can be read; '' if not.
+    For the study check and for naming a refused instance; ingest does the real checks."""
+    keywords = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID")
+    try:
+        dataset = pydicom.dcmread(
+            io.BytesIO(data), stop_before_pixels=True, specific_tags=list(keywords)
+        )
+        values = [str(dataset.get(keyword, "") or "").strip() for keyword in keywords]
+    except Exception:  # anything unreadable: ingest says why
+        return "", "", ""
+    sop_class_uid, sop_instance_uid, study_uid = (
+        value if len(value) <= 64 and UID_PATTERN.match(value) else "" for value in values
+    )
+    return sop_class_uid, sop_instance_uid, study_uid
+
+
+def _studies(stored: list[Stored]) -> dict[int, tuple[int, str, str]]:
+    """instance id -> (study id, study UID, series UID), in one query."""
+    rows = Instance.objects.filter(pk__in=[result.instance_id for result in stored]).values_list(
+        "pk", "series__study_id", "series__study__study_instance_uid", "series__series_instance_uid"
+    )
+    return {pk: (study_id, study_uid, series_uid) for pk, study_id, study_uid, series_uid in rows}
+
+
+def _only_study(studies: dict[int, tuple[int, str, str]]) -> Study | None:
+    study_ids = {study_id for study_id, _, _ in studies.values()}
+    return Study.objects.filter(pk__in=study_ids).first() if len(study_ids) == 1 else None
+
+
+def _response(
+    root: str,
+    study_uids: set[str],
+    stored: list[Stored],
+    failed: list[Failed],
+    studies: dict[int, tuple[int, str, str]],
+) -> dict:
+    """The Store Instances Response Module (PS3.18 Annex I) in DICOM JSON, tags in order."""
+    study_url = f"{root}/studies/{next(iter(study_uids))}" if len(study_uids) == 1 else ""
+    document: dict[str, dict] = {"00081190": _element("UR", study_url)}
+    if failed:
+        document["00081198"] = {"vr": "SQ", "Value": [_failed_item(item) for item in failed]}
+    if stored:
+        items = []
+        for item in stored:
+            _, study, series_uid = studies.get(item.instance_id, (0, "", ""))
+            url = f"{root}/studies/{study}/series/{series_uid}/instances/{item.sop_instance_uid}"
+            items.append(
+                {
+                    "00081150": _element("UI", item.sop_class_uid),
+                    "00081155": _element("UI", item.sop_instance_uid),
+                    "00081190": _element("UR", url),
+                }
+            )
+        document["00081199"] = {"vr": "SQ", "Value": items}
+    return document
+
+
+def _failed_item(item: Failed) -> dict[str, dict]:
+    document = {}
+    if item.sop_class_uid:
+        document["00081150"] = _element("UI", item.sop_class_uid)
+    if item.sop_instance_uid:
+        document["00081155"] = _element("UI", item.sop_instance_uid)
+    document["00081197"] = _element("US", item.status)
+    document["00090010"] = _element("LO", PRIVATE_CREATOR)
+    document["00091001"] = _element("LT", item.reason)
+    return document
+
+
+def _element(vr: str, value: str | int) -> dict:
+    return {"vr": vr, "Value": [value]} if value != "" else {"vr": vr}

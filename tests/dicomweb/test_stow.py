@@ -1,0 +1,189 @@
+"""STOW-RS (PS3.18 10.5) through dicomweb-client, and edge cases through requests."""
+
+import io
+import json
+
+import pytest
+import requests
+from pydicom import Dataset, dcmread, dcmwrite
+from pydicom.data import get_testdata_file
+from pydicom.uid import JPEGLSLossless
+from rest_framework.authtoken.models import Token
+
+from accounts.models import AuditEvent, Membership
+from accounts.roles import Role
+from pacs import storage
+from pacs.dicom import synthetic
+from pacs.models import Instance
+from tests.dicomweb.conftest import client_as
+from tests.factories import member
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BOUNDARY = "stow-test-boundary"
+MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
+
+@pytest.fixture
+def technologist(facility_a):
+    return member(facility_a, Role.TECHNOLOGIST, username="tech")
+
+
+def ct(spec: synthetic.StudySpec | None = None, count: int = 1) -> list[bytes]:
+    return list(synthetic.ct_series(spec or synthetic.StudySpec(), slices=count, rows=8, columns=8))
+
+
+def body(*parts: bytes, content_type: str = "application/dicom") -> bytes:
+    out = b""
+    for part in parts:
+        out += f"--{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n".encode() + part + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+def post(live_server, user, data, path: str = "studies", **headers: str):
+    if user is not None:
+        token = Token.objects.get_or_create(user=user)[0].key
+        headers.setdefault("Authorization", f"Bearer {token}")
+    headers.setdefault("Content-Type", MULTIPART)
+    return requests.post(
+        f"{live_server.url}/dicom-web/{path}", data=data, headers=headers, timeout=30
+    )
+
+
+def failures(document: dict) -> list[tuple[int, str, str]]:
+    """(FailureReason, SOP Instance UID or '', reason text) of each Failed SOP item."""
+    return [
+        (
+            item["00081197"]["Value"][0],
+            item.get("00081155", {}).get("Value", [""])[0],
+            item["00091001"]["Value"][0],
+        )
+        for item in document.get("00081198", {}).get("Value", [])
+    ]
+
+
+def test_stored_instances_come_back_as_sent_and_a_resend_succeeds(
+    live_server, image_store, technologist
+):
+    plain = dcmread(io.BytesIO(ct()[0]))
+    compressed = dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+    client = client_as(live_server, technologist)
+
+    result = client.store_instances([plain, compressed])
+
+    assert "FailedSOPSequence" not in result
+    assert [item.ReferencedSOPInstanceUID for item in result.ReferencedSOPSequence] == [
+        plain.SOPInstanceUID,
+        compressed.SOPInstanceUID,
+    ]
+    first = result.ReferencedSOPSequence[0]
+    assert first.RetrieveURL.endswith(
+        f"/dicom-web/studies/{plain.StudyInstanceUID}/series/{plain.SeriesInstanceUID}"
+        f"/instances/{plain.SOPInstanceUID}"
+    )
+    assert result.RetrieveURL == ""  # two studies in one request
+    for sent in (plain, compressed):
+        encoded = io.BytesIO()
+        dcmwrite(encoded, sent)  # what dicomweb-client sent
+        stored = Instance.objects.get(sop_instance_uid=sent.SOPInstanceUID)
+        assert storage.read(stored.storage_key) == encoded.getvalue()
+        got = client.retrieve_instance(
+            sent.StudyInstanceUID,
+            sent.SeriesInstanceUID,
+            sent.SOPInstanceUID,
+            media_types=(("application/dicom", "*"),),
+        )
+        assert got.SOPInstanceUID == sent.SOPInstanceUID
+        assert got.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+        assert got.PixelData == sent.PixelData
+    assert got.file_meta.TransferSyntaxUID == JPEGLSLossless
+
+    again = client.store_instances([compressed], study_instance_uid=compressed.StudyInstanceUID)
+    assert again.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == compressed.SOPInstanceUID
+    assert again.RetrieveURL.endswith(f"/dicom-web/studies/{compressed.StudyInstanceUID}")
+    assert Instance.objects.count() == 2
+
+
+def test_good_and_bad_parts_give_a_202_with_both_sequences_and_one_audit_event(
+    live_server, image_store, technologist
+):
+    good, truncated = ct(count=2)
+    truncated_uid = dcmread(io.BytesIO(truncated), stop_before_pixels=True).SOPInstanceUID
+    response = post(live_server, technologist, body(good, b"not DICOM at all", truncated[:-50]))
+
+    assert response.status_code == 202
+    assert response.headers["Content-Type"] == "application/dicom+json"
+    document = response.json()
+    assert len(document["00081199"]["Value"]) == 1
+    (reason, uid, text), (truncated_reason, truncated_sop, _) = failures(document)
+    assert (reason, uid) == (0xC000, "")
+    assert "not a DICOM Part 10 file" in text
+    assert (truncated_reason, truncated_sop) == (0xC000, truncated_uid)
+    assert document["00081198"]["Value"][0]["00090010"]["Value"] == ["RADPACS"]
+    assert Instance.objects.count() == 1
+    # ingest records the new study; the request is one event more, with its counts
+    event = AuditEvent.objects.get(door="dicomweb", action="create", detail__has_key="stored")
+    assert event.user == technologist
+    assert (event.detail["stored"], event.detail["failed"]) == (1, 2)
+
+
+def test_an_instance_of_another_study_is_refused_with_a900_and_none_stored_is_409(
+    live_server, image_store, technologist
+):
+    (data,) = ct()
+    sent = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    response = post(
+        live_server, technologist, body(data), path="studies/1.2.3.4", Accept="application/json"
+    )
+
+    assert response.status_code == 409
+    assert response.headers["Content-Type"] == "application/json"
+    document = response.json()
+    [(reason, uid, text)] = failures(document)
+    assert (reason, uid) == (0xA900, sent.SOPInstanceUID)
+    assert sent.StudyInstanceUID in text
+    assert document["00081198"]["Value"][0]["00081150"]["Value"] == [sent.SOPClassUID]
+    assert "00081199" not in document
+    assert not Instance.objects.exists()
+
+
+def test_a_user_of_several_facilities_names_one(live_server, image_store, technologist, facility_b):
+    Membership.objects.create(user=technologist, facility=facility_b, role=Role.TECHNOLOGIST)
+    (data,) = ct()
+    refused = post(live_server, technologist, body(data))
+    assert refused.status_code == 400
+    assert "?facility=" in refused.text
+    stored = post(live_server, technologist, body(data), path="studies?facility=SOUTH")
+    assert stored.status_code == 200
+    assert Instance.objects.get().facility == facility_b
+
+
+def test_requests_refused_before_storing(live_server, technologist, reader):
+    (data,) = ct()
+    assert post(live_server, None, body(data)).status_code == 401
+    forbidden = post(live_server, reader, body(data))  # a radiologist may not upload
+    assert forbidden.status_code == 403
+
+    for content_type in (
+        "application/dicom",
+        f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}',
+    ):
+        refused = post(live_server, technologist, body(data), **{"Content-Type": content_type})
+        assert refused.status_code == 415, content_type
+        assert "multipart/related" in refused.text or "not supported" in refused.text
+    metadata = json.dumps([Dataset().to_json_dict()]).encode()
+    untyped = f"multipart/related; boundary={BOUNDARY}"
+    wrong_part = post(
+        live_server,
+        technologist,
+        body(metadata, content_type="application/dicom+json"),
+        **{"Content-Type": untyped},
+    )
+    assert wrong_part.status_code == 415
+    assert "application/dicom+json" in wrong_part.text
+
+    assert post(live_server, technologist, body(data), Accept="image/png").status_code == 406
+    assert post(live_server, technologist, iter([body(data)])).status_code == 411  # chunked
+    assert post(live_server, technologist, b"garbage").status_code == 400
+    assert post(live_server, technologist, body()).status_code == 400
+    assert not Instance.objects.exists()
