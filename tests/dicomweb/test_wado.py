@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.test import Client
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from accounts.models import AuditEvent
 from pacs import services
-from tests.dicomweb.conftest import client_as
+from tests.dicomweb.conftest import client_as, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,3 +152,18 @@ def test_a_user_without_image_access_sees_nothing(live_server, archive, biller):
         timeout=10,
     )
     assert response.status_code == 404
+
+
+def test_behind_a_proxy_path_prefix_the_bulkdata_uris_keep_the_prefix(archive, reader, settings):
+    # A proxy serving RadPACS under /radpacs passes SCRIPT_NAME (gunicorn, uWSGI do).
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "pacs.example.org"]
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(reader)}")
+    response = client.get(
+        f"/dicom-web/studies/{archive.first.study_uid}/metadata",
+        SCRIPT_NAME="/radpacs",
+        HTTP_HOST="pacs.example.org",
+        secure=True,
+    )
+    assert response.status_code == 200
+    uri = response.json()[0]["7FE00010"]["BulkDataURI"]
+    assert uri.startswith("https://pacs.example.org/radpacs/dicom-web/studies/")
