@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from dataclasses import dataclass
 
 import pydicom
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
 from accounts import audit
 from accounts.models import Facility
@@ -52,6 +53,9 @@ class Failed:
     media_type: bool = False  # the part was not application/dicom
 
 
+logger = logging.getLogger(__name__)
+
+
 def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     """POST /studies[/{study}]: store each part; 200 all stored, 202 some, 409 none."""
     from pacs.dicomweb.views import _audit, base_url  # views imports this module
@@ -74,6 +78,13 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
             raise DicomWebError(400, f"malformed multipart body: {error}") from error
         results.append(
             Failed("", "", services.STATUS_CANNOT_UNDERSTAND, f"malformed multipart body: {error}")
+        )
+    except (OSError, UnreadablePostError) as error:  # the client went away mid-upload
+        logger.info("STOW-RS upload interrupted after %d parts: %s", len(results), error)
+        if not results:
+            raise DicomWebError(400, "the upload was interrupted before any instance") from error
+        results.append(
+            Failed("", "", services.STATUS_CANNOT_UNDERSTAND, "the upload was interrupted")
         )
     if not results:
         raise DicomWebError(400, "the request holds no instances")

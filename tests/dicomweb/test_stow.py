@@ -187,3 +187,43 @@ def test_requests_refused_before_storing(live_server, technologist, reader):
     assert post(live_server, technologist, b"garbage").status_code == 400
     assert post(live_server, technologist, body()).status_code == 400
     assert not Instance.objects.exists()
+
+
+class HangsUp(io.BytesIO):
+    """A request body whose client goes away after `after` bytes."""
+
+    def __init__(self, data: bytes, after: int) -> None:
+        super().__init__(data)
+        self.after = after
+
+    def read(self, size: int = -1) -> bytes:
+        if self.tell() >= self.after:
+            raise OSError("connection reset by peer")
+        return super().read(min(size, self.after - self.tell()) if size >= 0 else -1)
+
+
+@pytest.mark.parametrize("after", [10, "second part"])
+def test_a_client_hanging_up_mid_upload_gets_a_4xx_or_keeps_what_was_stored(technologist, after):
+    from django.test import RequestFactory
+
+    from pacs.dicomweb import views
+
+    first, second = ct(count=2)
+    data = body(first, second)
+    cut = 10 if after == 10 else data.index(second) + 100
+    request = RequestFactory().generic(
+        "POST",
+        "/dicom-web/studies",
+        data=data,
+        content_type=MULTIPART,
+        HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=technologist).key}",
+    )
+    request._stream = HangsUp(data, cut)
+    response = views.studies(request)
+    if after == 10:
+        assert response.status_code == 400
+        assert b"interrupted" in response.content
+        assert not Instance.objects.exists()
+    else:
+        assert response.status_code == 202
+        assert Instance.objects.count() == 1
