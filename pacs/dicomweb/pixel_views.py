@@ -20,13 +20,12 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from PIL import Image
 
-from accounts import audit
 from pacs import storage
 from pacs.dicom import render
 from pacs.dicom.pixeldata import PIXEL_DATA, PixelDataError, PixelFile, element_value, open_pixels
 from pacs.dicomweb import pixels, wado
 from pacs.dicomweb.access import DicomWebError, Scope
-from pacs.dicomweb.views import _audit, dicomweb_view
+from pacs.dicomweb.views import audit_pixels, dicomweb_view
 from pacs.models import Instance, Series
 from pacs.services import THUMBNAIL_SIZE
 
@@ -114,7 +113,7 @@ def frames(
             f"{delivery.part_syntax(pixel_file.stored_syntax)}"
         )
         parts = [(read(number - 1), {"Content-Type": content_type}) for number in numbers]
-    _audit(request, scope, audit.Action.VIEW, study=row.series.study, resource="frames")
+    audit_pixels(request, scope, row.series.study, "frames")
     return _multipart(parts, delivery.media_type)
 
 
@@ -148,7 +147,7 @@ def bulkdata(
         if value is None:
             raise DicomWebError(404, f"this instance has no element {tag.upper()}")
         parts = [(value, {"Content-Type": pixels.OCTET_STREAM})]
-    _audit(request, scope, audit.Action.VIEW, study=row.series.study, resource="bulkdata")
+    audit_pixels(request, scope, row.series.study, "bulkdata")
     return _multipart(parts, delivery.media_type)
 
 
@@ -201,7 +200,7 @@ def _show(
             except PixelDataError as error:
                 raise DicomWebError(406, f"cannot render this instance: {error}") from error
     resource = "thumbnail" if thumbnail else "rendered"
-    _audit(request, scope, audit.Action.VIEW, study=row.series.study, resource=resource)
+    audit_pixels(request, scope, row.series.study, resource)
     return HttpResponse(body, content_type=media_type)
 
 

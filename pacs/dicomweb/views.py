@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
@@ -104,6 +105,27 @@ def _audit(
         remote_addr=audit.client_address(request),
         path=request.get_full_path(),
         detail=detail,
+    )
+
+
+# A viewer fetches a series frame by frame: one audit event per user, study and kind of
+# pixel resource in this window says the same as one per frame, without 500 rows a series.
+PIXEL_AUDIT_WINDOW = 300  # seconds
+
+
+def audit_pixels(request: HttpRequest, scope: Scope, study: Study, resource: str) -> None:
+    """Audit a pixel read (frames, rendered, thumbnail, bulk data) of `study`: the first
+    of each window is recorded, and says the window covers the reads that follow."""
+    key = f"dicomweb-audit:{scope.user.pk}:{study.pk}:{resource}"
+    if not cache.add(key, 1, timeout=PIXEL_AUDIT_WINDOW):
+        return
+    _audit(
+        request,
+        scope,
+        audit.Action.VIEW,
+        study=study,
+        resource=resource,
+        covers_seconds=PIXEL_AUDIT_WINDOW,
     )
 
 

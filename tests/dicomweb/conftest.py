@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 from dicomweb_client import DICOMwebClient
+from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
@@ -32,6 +33,14 @@ def _ingest(spec: synthetic.StudySpec, facility, series_sizes: tuple[int, ...]) 
             services.ingest(data, facility=facility, door="dimse")
             files.append(data)
     return files
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Pixel-read audit windows live in the cache: each test starts with none open."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

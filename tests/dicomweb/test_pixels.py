@@ -235,8 +235,12 @@ def test_pixel_reads_are_audited_against_the_study(dicomweb, archive, reader):
     _, uids = first_instance(archive)
     dicomweb.retrieve_instance_frames(*uids, frame_numbers=[1])
     dicomweb.retrieve_instance_rendered(*uids)
+    # A viewer scrolling the series: one event per resource kind and window, not per frame.
+    dicomweb.retrieve_instance_frames(*uids, frame_numbers=[1])
+    dicomweb.retrieve_instance_rendered(*uids)
     events = AuditEvent.objects.filter(door="dicomweb", action="view").order_by("at")
     assert [(e.user, e.object_type, e.detail["resource"]) for e in events] == [
         (reader, "study", "frames"),
         (reader, "study", "rendered"),
     ]
+    assert events[0].detail["covers_seconds"] == 300
