@@ -27,6 +27,7 @@ from pacs import services
 from pacs.dicom.parse import UID_PATTERN
 from pacs.dicomweb import multipart
 from pacs.dicomweb.access import DicomWebError, Scope
+from pacs.dicomweb.pixels import media_ranges
 from pacs.models import Instance, Study
 
 DICOM = "application/dicom"
@@ -121,10 +122,7 @@ def _response_type(request: HttpRequest) -> str:
     from pacs.dicomweb.views import _accepts_json
 
     _accepts_json(request)
-    kinds = {
-        multipart.media_type(media_range)[0]
-        for media_range in request.headers.get("Accept", "").split(",")
-    }
+    kinds = {media_range.kind for media_range in media_ranges(request.headers.get("Accept", ""))}
     if "application/json" in kinds and not kinds & {DICOM_JSON, "*/*", "application/*"}:
         return "application/json"
     return DICOM_JSON

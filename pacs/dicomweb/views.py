@@ -24,6 +24,7 @@ from django.views.decorators.gzip import gzip_page
 from accounts import audit
 from pacs.dicomweb import qido, stow, wado
 from pacs.dicomweb.access import DicomWebError, Scope, authenticate, scope_for
+from pacs.dicomweb.pixels import media_ranges
 from pacs.models import Study
 
 logger = logging.getLogger(__name__)
@@ -86,9 +87,8 @@ def _accepts_json(request: HttpRequest) -> None:
     accept = request.headers.get("Accept", "")
     if not accept.strip():
         return
-    for media_range in accept.split(","):
-        kind = media_range.split(";")[0].strip().lower()
-        if kind in (DICOM_JSON, "application/json", "*/*", "application/*"):
+    for media_range in media_ranges(accept):
+        if media_range.kind in (DICOM_JSON, "application/json", "*/*", "application/*"):
             return
     raise DicomWebError(406, f"this resource is served as {DICOM_JSON}")
 

@@ -24,6 +24,7 @@ from pydicom.uid import (
 from pacs import storage
 from pacs.dicom.parse import BULK_DATA_URI_PREFIX
 from pacs.dicomweb.access import DicomWebError, Scope
+from pacs.dicomweb.pixels import media_ranges
 from pacs.models import Instance
 
 ANY_SYNTAX = "*"
@@ -87,10 +88,10 @@ def wanted_syntax(accept: str) -> str:
     '*' for as stored, or the default; 406 for a media type we do not serve."""
     if not accept.strip():
         return DEFAULT_DICOM_SYNTAX
-    for media_range in accept.split(","):
-        kind, params = _media_range(media_range)
+    for media_range in media_ranges(accept):
+        kind, params = media_range.kind, media_range.params
         if kind in ("*/*", "multipart/related", "multipart/*"):
-            part = params.get("type", "application/dicom")
+            part = params.get("type", "application/dicom").lower()
             if part not in ("application/dicom", "*/*"):
                 continue
         elif kind != "application/dicom":
@@ -101,15 +102,6 @@ def wanted_syntax(accept: str) -> str:
         'instances are served as multipart/related; type="application/dicom" '
         "(with an optional transfer-syntax parameter)",
     )
-
-
-def _media_range(text: str) -> tuple[str, dict[str, str]]:
-    kind, *params = (piece.strip() for piece in text.split(";"))
-    parsed = {}
-    for param in params:
-        name, _, value = param.partition("=")
-        parsed[name.strip().lower()] = value.strip().strip('"')
-    return kind.lower(), parsed
 
 
 def check_syntax(rows: list[Instance], syntax: str) -> None:

@@ -26,7 +26,7 @@ from pacs.dicom.pixeldata import PixelDataError, open_pixels
 from pacs.dicom.render import RenderError, to_8bit
 from pacs.dicomweb import wado
 from pacs.dicomweb.access import DicomWebError, Scope
-from pacs.dicomweb.multipart import media_type
+from pacs.dicomweb.pixels import media_ranges
 from pacs.dicomweb.views import _audit, dicomweb_view
 
 DICOM = "application/dicom"
@@ -97,15 +97,8 @@ def _content_type(value: str) -> str | None:
     (`image/png, image/jpeg;q=0.5`); 406 when none is served here."""
     if not value.strip():
         return None
-    ranked = []
-    for index, item in enumerate(value.split(",")):
-        kind, item_params = media_type(item)
-        try:
-            quality = float(item_params.get("q", "1"))
-        except ValueError as error:
-            raise DicomWebError(400, f"contentType {item.strip()!r}: bad q value") from error
-        ranked.append((-quality, index, kind))
-    for _, _, kind in sorted(ranked):
+    for media_range in media_ranges(value):
+        kind = media_range.kind
         if kind in (DICOM, JPEG, PNG):
             return kind
         if kind == "image/*":
