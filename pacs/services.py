@@ -12,6 +12,7 @@ import enum
 import functools
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -74,10 +75,12 @@ class IngestResult:
 
 @dataclass
 class IngestSession:
-    """What one push (a DIMSE association) has already looked up: its series and
-    study rows, so each further instance of them costs one INSERT, not two SELECTs more."""
+    """One push (a DIMSE association, a STOW-RS request): the series and study rows it
+    has looked up, so each further instance of them costs one INSERT, not two SELECTs
+    more; and the studies it stored into, refreshed once when the push ends."""
 
     series: dict[tuple[int, str, str], tuple[int, int]] = field(default_factory=dict)
+    study_ids: set[int] = field(default_factory=set)
 
 
 def duplicate_policy() -> DuplicatePolicy:
@@ -168,6 +171,8 @@ def ingest(
         return _resend(existing, header, data, key, digest, actor or door)
 
     instance_id, flagged = inserted
+    if session is not None:
+        session.study_ids.add(study_id)
     if flagged and schedule_refresh:
         # Only when the flag was clear: a 3,000-instance upload queues a few tasks.
         from pacs import tasks
@@ -373,6 +378,19 @@ def _discard_unreferenced(key: str, created: bool) -> None:
     """Remove a file no index row points at (identical bytes may serve another facility)."""
     if created and not Instance.objects.filter(storage_key=key).exists():
         storage.delete(key)
+
+
+def refresh_later(study_ids: Iterable[int]) -> None:
+    """Queue `study_refresh` once for each study a push stored into (a DIMSE
+    association, a STOW-RS request), when the push ends. A queue that is down loses
+    nothing: the studies stay flagged for `refresh_pending_studies`."""
+    from pacs import tasks
+
+    for study_id in sorted(set(study_ids)):
+        try:
+            tasks.study_refresh.delay(study_id)
+        except Exception:
+            logger.exception("could not schedule the refresh of study %s", study_id)
 
 
 def study_refresh(study_id: int) -> None:

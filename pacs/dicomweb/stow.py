@@ -67,12 +67,13 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     stream = _body(request)
     remote_addr = audit.client_address(request)
     results: list[Stored | Failed] = []
+    session = services.IngestSession()
     try:
         for part in multipart.parts(
             stream, boundary, spool_size=SPOOL_MEMORY_BYTES, max_part_size=MAX_PART_BYTES
         ):
             results.append(
-                _store_part(part, declared_type, study_uid, facility, scope, remote_addr)
+                _store_part(part, declared_type, study_uid, facility, scope, remote_addr, session)
             )
     except multipart.MultipartError as error:
         if not results:
@@ -87,6 +88,7 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
         results.append(
             Failed("", "", services.STATUS_CANNOT_UNDERSTAND, "the upload was interrupted")
         )
+    services.refresh_later(session.study_ids)  # counts, links, thumbnails: once per request
     if not results:
         raise DicomWebError(400, "the request holds no instances")
 
@@ -192,6 +194,7 @@ def _store_part(
     facility: Facility,
     scope: Scope,
     remote_addr: str | None,
+    session: services.IngestSession,
 ) -> Stored | Failed:
     kind = part.content_type
     if kind != DICOM and (kind or declared_type != DICOM):
@@ -227,6 +230,8 @@ def _store_part(
             actor=scope.user.get_username(),
             remote_addr=remote_addr,
             expected_sop_instance_uid="",
+            schedule_refresh=False,  # once per request, below
+            session=session,
         )
     except services.IngestError as error:
         sop_class_uid, sop_instance_uid, _ = identity or _identity(data)

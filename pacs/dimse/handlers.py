@@ -91,14 +91,9 @@ def handle_close(event: events.Event) -> None:
     """Connection closed (in pynetdicom's DUL thread): refresh the studies the
     association stored into (counts, links, thumbnails) once, then close the DUL
     thread's own database connection, if the refresh opened one."""
-    from pacs import tasks
-
-    for study_id in getattr(event.assoc, "radpacs_studies", ()):
-        try:
-            tasks.study_refresh.delay(study_id)
-        except Exception:
-            # Flagged in the database: refresh_pending_studies will do it.
-            logger.exception("could not schedule the refresh of study %s", study_id)
+    session = getattr(event.assoc, "radpacs_session", None)
+    if session is not None:
+        services.refresh_later(session.study_ids)
     connections.close_all()
 
 
@@ -119,7 +114,7 @@ def handle_store(event: events.Event) -> int | Dataset:
         return failure(NOT_AUTHORIZED, "calling AE title may not store here")
     _usable_connection()
     try:
-        result = services.ingest(
+        services.ingest(
             event.encoded_dataset(),
             facility=peer.facility,
             door=audit.Door.DIMSE,
@@ -139,9 +134,6 @@ def handle_store(event: events.Event) -> int | Dataset:
     except Exception:
         logger.exception("C-STORE from %s failed", peer.ae_title)
         return failure(OUT_OF_RESOURCES, "archive error; try again later")
-    if not hasattr(event.assoc, "radpacs_studies"):
-        event.assoc.radpacs_studies = set()
-    event.assoc.radpacs_studies.add(result.study_id)
     return SUCCESS
 
 
