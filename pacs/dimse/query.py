@@ -184,8 +184,8 @@ def find(
     keys requested (unknown ones empty), QueryRetrieveLevel, the unique keys of the
     query level and the levels above (PS3.4 C.4.1.1.3.2), and SpecificCharacterSet
     'ISO_IR 192' when a value is not ASCII. The identifier is checked before this
-    returns (QueryError); the single SQL query runs when iteration starts and its rows
-    are streamed. Order: patients by ID, studies newest first, series by number,
+    returns (QueryError); the single SQL query runs when iteration starts (its rows
+    streamed when there is no limit). Order: patients by ID, studies newest first, series by number,
     instances by number.
 
     For DICOMweb (QIDO-RS): `offset` skips matches; `study_scope` (a Q on Study
@@ -211,7 +211,10 @@ def find(
         rows = rows[offset : offset + limit]
     elif offset:
         rows = rows[offset:]
-    return _responses(rows.iterator(chunk_size=_STREAM_CHUNK), level, keys, returned)
+    # A bounded result is fetched in one round trip; an unbounded one is streamed
+    # (on PostgreSQL a server-side cursor: three round trips more).
+    matches = iter(rows) if limit is not None else rows.iterator(chunk_size=_STREAM_CHUNK)
+    return _responses(matches, level, keys, returned)
 
 
 def instances_for(identifier: Dataset, *, model: str, facility_ids: set[int]) -> QuerySet[Instance]:
