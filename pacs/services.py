@@ -77,7 +77,7 @@ class IngestResult:
 class IngestSession:
     """One push (a DIMSE association, a STOW-RS request): the series and study rows it
     has looked up, so each further instance of them costs one INSERT, not two SELECTs
-    more; and the studies it stored into, refreshed once when the push ends."""
+    more; and the studies it stored into (an association refreshes them at its end)."""
 
     series: dict[tuple[int, str, str], tuple[int, int]] = field(default_factory=dict)
     study_ids: set[int] = field(default_factory=set)

@@ -88,7 +88,6 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
         results.append(
             Failed("", "", services.STATUS_CANNOT_UNDERSTAND, "the upload was interrupted")
         )
-    services.refresh_later(session.study_ids)  # counts, links, thumbnails: once per request
     if not results:
         raise DicomWebError(400, "the request holds no instances")
 
@@ -230,7 +229,6 @@ def _store_part(
             actor=scope.user.get_username(),
             remote_addr=remote_addr,
             expected_sop_instance_uid="",
-            schedule_refresh=False,  # once per request, below
             session=session,
         )
     except services.IngestError as error:

@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from accounts.models import AuditEvent, Membership
 from accounts.roles import Role
-from pacs import services, storage
+from pacs import storage
 from pacs.dicom import synthetic
 from pacs.models import Instance, Study
 from tests.dicomweb.conftest import client_as
@@ -229,20 +229,9 @@ def test_a_client_hanging_up_mid_upload_gets_a_4xx_or_keeps_what_was_stored(tech
         assert Instance.objects.count() == 1
 
 
-def test_a_request_refreshes_each_study_it_stored_into_once(
-    live_server, image_store, technologist, monkeypatch
-):
-    refreshed: list[int] = []
-    real = services.study_refresh
-
-    def counted(study_id: int) -> None:
-        refreshed.append(study_id)
-        real(study_id)
-
-    monkeypatch.setattr(services, "study_refresh", counted)
+def test_a_stored_study_gets_its_counts_and_thumbnail(live_server, image_store, technologist):
     response = post(live_server, technologist, body(*ct(count=4)))
     assert response.status_code == 200, response.text
     study = Study.objects.get()
-    assert refreshed == [study.pk]
     assert (study.number_of_instances, study.modalities_in_study) == (4, "CT")
-    assert not study.needs_refresh
+    assert study.series.get().thumbnail_key
