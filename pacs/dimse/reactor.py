@@ -244,9 +244,9 @@ def association_run_reactor(self: association.Association) -> None:
 
 def install() -> bool:
     """Use the event-driven loops in this process; False if pynetdicom is not the
-    version they were written against (its own loops then stay)."""
-    if pynetdicom.__version__ != PATCHED_VERSION:
-        return False
+    version they were written against, or the system has no eventfd (Linux only)."""
+    if pynetdicom.__version__ != PATCHED_VERSION or not hasattr(os, "eventfd"):
+        return False  # another pynetdicom, or not Linux (no eventfd): its own loops stay
     dul.DULServiceProvider.__init__ = _dul_init
     dul.DULServiceProvider.run_reactor = dul_run_reactor
     association.Association.__init__ = _association_init
