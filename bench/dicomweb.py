@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -1071,24 +1072,7 @@ def machine_info(pg: Postgres) -> dict[str, str]:
             break
     version = run([ORTHANC, "--version"], check=False).splitlines()
     plugin = run(["dpkg-query", "-W", "-f=${Version}", "orthanc-dicomweb"], check=False, timeout=30)
-    head = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=False).strip()
-    dirty = run(
-        [
-            "git",
-            "-C",
-            str(REPO),
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-            "--",
-            "accounts",
-            "config",
-            "pacs",
-        ],
-        check=False,
-    ).split()[1::2]
     return {
-        "revision": head + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else ""),
         "cpus": str(os.cpu_count()),
         "cpu": cpu,
         "memory": f"{status_kib_total() / 1024 / 1024:.0f} GiB",
@@ -1100,6 +1084,22 @@ def machine_info(pg: Postgres) -> dict[str, str]:
         "gunicorn": gunicorn.__version__,
         "pydicom": pydicom.__version__,
     }
+
+
+APP_DIRS = ["accounts", "config", "pacs", "ris", "billing"]
+
+
+def code_revision() -> tuple[str, str]:
+    """(the application code's revision as text, a fingerprint that changes when the
+    code does: HEAD and the uncommitted changes of the app directories)."""
+    git = ["git", "-C", str(REPO)]
+    head = run([*git, "rev-parse", "--short", "HEAD"], check=False).strip()
+    dirty = run(
+        [*git, "status", "--porcelain", "--untracked-files=no", "--", *APP_DIRS], check=False
+    ).split()[1::2]
+    diff = run([*git, "diff", "HEAD", "--", *APP_DIRS], check=False)
+    text = head + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else "")
+    return text, head + hashlib.sha256(diff.encode()).hexdigest()
 
 
 def cpu_text(p: StowPass) -> str:
@@ -1233,7 +1233,13 @@ def render(
         "",
         f"Command: `{' '.join(['.venv/bin/python', 'bench/dicomweb.py', *sys.argv[1:]])}`",
         "",
-        f"RadPACS code measured: {info['revision']} (at the start of the run).",
+        f"RadPACS code measured: {info['revision']} (at the start of the run)."
+        + (
+            f" **The code changed during the run** (at its end: {info['revision_end']}): "
+            "the figures may mix both."
+            if info.get("revision_end")
+            else ""
+        ),
         "",
         f"Machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} RAM, Linux "
         f"{info['kernel']}; load average {loads[0]} at the start, {loads[1]} at the end. "
@@ -1435,6 +1441,7 @@ def main() -> int:
         return 0
     args = parse_args()
     started = dt.datetime.now(dt.UTC)
+    revision, fingerprint = code_revision()  # other people may change the code meanwhile
     load_start = "{} {} {}".format(*Path("/proc/loadavg").read_text().split()[:3])
     packages = ["dcmtk", "orthanc", "orthanc-dicomweb", "postgresql"]
     ensure_packages(packages + (["redis-server"] if args.celery == "redis" else []))
@@ -1463,6 +1470,7 @@ def main() -> int:
     radpacs.prepare_template()
     orthanc = OrthancWeb(root)
     info = machine_info(pg)
+    info["revision"] = revision
 
     stow_passes: list[StowPass] = []
     if not args.skip_stow:
@@ -1479,6 +1487,10 @@ def main() -> int:
         read = read_phase(args, radpacs, orthanc, root)
 
     load_end = "{} {} {}".format(*Path("/proc/loadavg").read_text().split()[:3])
+    revision_end, fingerprint_end = code_revision()
+    if fingerprint_end != fingerprint:
+        info["revision_end"] = revision_end
+        log(f"WARNING: the RadPACS code changed during the run ({revision} -> {revision_end})")
     text = render(args, info, stow_passes, read, started, (load_start, load_end))
     print("\n" + text)
     results = args.cache / "results"
