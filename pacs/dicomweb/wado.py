@@ -144,7 +144,9 @@ def multipart(parts: Iterator[tuple[bytes, dict[str, str]]], boundary: str) -> I
     """A multipart/related body (RFC 2387), one part at a time."""
     for body, headers in parts:
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        yield f"--{boundary}\r\n{head}\r\n".encode() + body + b"\r\n"
+        yield f"--{boundary}\r\n{head}\r\n".encode()
+        yield body  # as it is: no copy of a whole file per part
+        yield b"\r\n"
     yield f"--{boundary}--\r\n".encode()
 
 
