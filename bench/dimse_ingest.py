@@ -55,6 +55,7 @@ from harness import (
     REPO,
     Postgres,
     RssSampler,
+    bulkload_index,
     chunks,
     clean_env,
     ensure_packages,
@@ -670,10 +671,9 @@ def django_task(task: str) -> None:
     import django
 
     django.setup()
-    from django.db import connection, transaction
 
     from accounts.models import Facility
-    from pacs.models import DicomNode, Instance, Series, Study
+    from pacs.models import DicomNode
 
     payload = json.loads(sys.stdin.read() or "null")
     if task == "setup":
@@ -682,66 +682,8 @@ def django_task(task: str) -> None:
             DicomNode.objects.create(facility=facility, ae_title=title, host="127.0.0.1", port=104)
         print(json.dumps({"facility": facility.pk}))
     elif task == "bulkload":
-        facility = Facility.objects.get(code=FACILITY_CODE)
         rows = [json.loads(line) for line in Path(payload["manifest"]).read_text().splitlines()]
-        batch = 1000
-        for start in range(0, len(rows), batch):
-            part = rows[start : start + batch]
-            with transaction.atomic():
-                studies = Study.objects.bulk_create(
-                    Study(
-                        facility=facility,
-                        study_instance_uid=r["study_uid"],
-                        dicom_patient_id=r["patient_id"],
-                        patient_name=r["patient_name"],
-                        patient_birth_date=r["birth_date"],
-                        patient_sex=r["sex"],
-                        study_date=r["study_date"],
-                        study_time=r["study_time"],
-                        accession_number=r["accession"],
-                        study_id="1",
-                        study_description=r["description"],
-                        referring_physician_name=r["referring"],
-                        modalities_in_study="CT",
-                        number_of_series=1,
-                        number_of_instances=len(r["sops"]),
-                    )
-                    for r in part
-                )
-                series = Series.objects.bulk_create(
-                    Series(
-                        facility=facility,
-                        study=study,
-                        series_instance_uid=r["series_uid"],
-                        modality="CT",
-                        series_number=1,
-                        series_description="Axial 1.25mm",
-                        body_part_examined="CHEST",
-                        series_date=r["study_date"],
-                        number_of_instances=len(r["sops"]),
-                    )
-                    for study, r in zip(studies, part, strict=True)
-                )
-                Instance.objects.bulk_create(
-                    Instance(
-                        facility=facility,
-                        series=s,
-                        sop_instance_uid=sop,
-                        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                        transfer_syntax_uid="1.2.840.10008.1.2.1",
-                        instance_number=number,
-                        rows=8,
-                        columns=8,
-                        storage_key=f"bench/{sop}.dcm",
-                        size=0,
-                        sha256="0" * 64,
-                        metadata_json="{}",
-                    )
-                    for s, r in zip(series, part, strict=True)
-                    for number, sop in enumerate(r["sops"], 1)
-                )
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE")
+        bulkload_index(FACILITY_CODE, rows)
         print(json.dumps({"studies": len(rows)}))
     else:
         raise SystemExit(f"unknown task {task}")

@@ -668,3 +668,85 @@ def run_main(main: Callable[[], int]) -> NoReturn:
     finally:
         CLEANUP.run()
     sys.exit(status)
+
+
+def bulkload_index(
+    facility_code: str,
+    rows: list[dict[str, Any]],
+    metadata: Callable[[int, dict[str, Any]], Iterable[str]] | None = None,
+) -> None:
+    """Study, Series and Instance rows of the C-FIND / QIDO data set, as ingest would
+    make them, then VACUUM ANALYZE. Runs in a Django process (a `django_task`).
+    `metadata(index, row)` gives each instance's DICOM JSON ('{}' without it)."""
+    from django.db import connection, transaction
+
+    from accounts.models import Facility
+    from pacs.models import Instance, Series, Study
+
+    def empty(index: int, row: dict[str, Any]) -> Iterable[str]:
+        return ["{}"] * len(row["sops"])
+
+    metadata = metadata or empty
+    facility = Facility.objects.get(code=facility_code)
+    batch = 1000
+    for start in range(0, len(rows), batch):
+        part = rows[start : start + batch]
+        with transaction.atomic():
+            studies = Study.objects.bulk_create(
+                Study(
+                    facility=facility,
+                    study_instance_uid=r["study_uid"],
+                    dicom_patient_id=r["patient_id"],
+                    patient_name=r["patient_name"],
+                    patient_birth_date=r["birth_date"],
+                    patient_sex=r["sex"],
+                    study_date=r["study_date"],
+                    study_time=r["study_time"],
+                    accession_number=r["accession"],
+                    study_id="1",
+                    study_description=r["description"],
+                    referring_physician_name=r["referring"],
+                    modalities_in_study="CT",
+                    number_of_series=1,
+                    number_of_instances=len(r["sops"]),
+                )
+                for r in part
+            )
+            series = Series.objects.bulk_create(
+                Series(
+                    facility=facility,
+                    study=study,
+                    series_instance_uid=r["series_uid"],
+                    modality="CT",
+                    series_number=1,
+                    series_description="Axial 1.25mm",
+                    body_part_examined="CHEST",
+                    series_date=r["study_date"],
+                    number_of_instances=len(r["sops"]),
+                )
+                for study, r in zip(studies, part, strict=True)
+            )
+            Instance.objects.bulk_create(
+                Instance(
+                    facility=facility,
+                    series=s,
+                    sop_instance_uid=sop,
+                    sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                    transfer_syntax_uid="1.2.840.10008.1.2.1",
+                    instance_number=number,
+                    rows=8,
+                    columns=8,
+                    storage_key=f"bench/{sop}.dcm",
+                    size=0,
+                    sha256="0" * 64,
+                    metadata_json=text,
+                )
+                for index, (s, r) in enumerate(zip(series, part, strict=True), start)
+                for number, (sop, text) in enumerate(
+                    zip(r["sops"], metadata(index, r), strict=True), 1
+                )
+            )
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
