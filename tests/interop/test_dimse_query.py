@@ -182,6 +182,23 @@ def storescp(tmp_path, listener):
         yield folder
 
 
+def get_study(listener, study_uid: str, out: Path) -> subprocess.CompletedProcess:
+    """getscu (proposing its default, uncompressed syntaxes) writing into `out`."""
+    out.mkdir()
+    return scu(
+        "getscu",
+        listener,
+        "GETSCU",
+        "-S",
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study_uid}",
+    )
+
+
 def move_study(listener, study_uid: str) -> subprocess.CompletedProcess:
     return scu(
         "movescu",
@@ -232,20 +249,8 @@ def test_movescu_to_an_unknown_destination_is_refused(archive, tmp_path):
 def test_getscu_retrieves_a_series_over_the_same_association(archive, tmp_path):
     listener = archive["listener"]
     out = tmp_path / "got"
-    out.mkdir()
     uid = archive["second"].study_uid
-    result = scu(
-        "getscu",
-        listener,
-        "GETSCU",
-        "-S",
-        "-od",
-        str(out),
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={uid}",
-    )
+    result = get_study(listener, uid, out)
     assert result.returncode == 0, result.stderr
     received = [dcmread(path) for path in out.iterdir()]
     assert len(received) == 2
@@ -310,19 +315,7 @@ def test_a_destination_taking_compressed_data_gets_it_as_stored(listener, stores
 def test_getscu_proposing_only_uncompressed_syntaxes_gets_decoded_images(listener, tmp_path):
     original = ingest_sample(listener, "MR_small_RLE.dcm")
     out = tmp_path / "got"
-    out.mkdir()
-    result = scu(
-        "getscu",
-        listener,
-        "GETSCU",
-        "-S",
-        "-od",
-        str(out),
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={original.StudyInstanceUID}",
-    )
+    result = get_study(listener, original.StudyInstanceUID, out)
     assert result.returncode == 0, result.stderr
     (image,) = [dcmread(path) for path in out.iterdir()]
     assert not image.file_meta.TransferSyntaxUID.is_compressed
