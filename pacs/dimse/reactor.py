@@ -117,6 +117,13 @@ class Checkpoint:
 
 _original_dul_init = dul.DULServiceProvider.__init__
 _original_association_init = association.Association.__init__
+# pynetdicom's own methods, as found before install() (a test compares both).
+ORIGINALS = {
+    (dul.DULServiceProvider, "__init__"): dul.DULServiceProvider.__init__,
+    (dul.DULServiceProvider, "run_reactor"): dul.DULServiceProvider.run_reactor,
+    (association.Association, "__init__"): association.Association.__init__,
+    (association.Association, "_run_reactor"): association.Association._run_reactor,
+}
 
 
 def _dul_init(self: dul.DULServiceProvider, assoc: association.Association) -> None:

@@ -1,5 +1,6 @@
 """Association threads: event-driven waiting, and their database connections closed."""
 
+import statistics
 import time
 
 import pynetdicom
@@ -21,7 +22,7 @@ def test_the_pinned_pynetdicom_runs_the_event_driven_reactor():
     assert dul.DULServiceProvider.run_reactor is reactor.dul_run_reactor
 
 
-def test_a_c_echo_round_trip_does_not_wait_for_a_polling_tick(listener):
+def _echo_round_trips(listener) -> list[float]:
     ae = AE(ae_title="ECHOSCU")
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", listener.port, ae_title=listener.ae_title)
@@ -34,10 +35,19 @@ def test_a_c_echo_round_trip_does_not_wait_for_a_polling_tick(listener):
             round_trips.append(time.perf_counter() - started)
     finally:
         assoc.release()
-    # pynetdicom's own loops sleep 1 ms before each look, on both sides and in both
-    # directions: 3.5 ms per echo here (2.6 at best). Waiting on events leaves the
-    # threads' hand-offs (SCU and listener share this process's GIL): about 1.2 ms.
-    assert min(round_trips) < 0.0015
+    return round_trips
+
+
+def test_a_c_echo_round_trip_does_not_wait_for_a_polling_tick(listener, monkeypatch):
+    ours = statistics.median(_echo_round_trips(listener))
+    with monkeypatch.context() as polling:  # pynetdicom's own loops, same machine, same load
+        for (cls, name), method in reactor.ORIGINALS.items():
+            polling.setattr(cls, name, method)
+        theirs = statistics.median(_echo_round_trips(listener))
+    # pynetdicom sleeps 1 ms before each look, on both sides and in both directions
+    # (3.5 ms per echo on an idle machine); waiting on events leaves the threads'
+    # hand-offs (about 1.2 ms: SCU and listener share this process's GIL).
+    assert ours < theirs / 1.5, (ours, theirs)
 
 
 def _backends() -> list[tuple[str, str]]:
