@@ -12,20 +12,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Touched after a successful install; pip runs again only when the deps change.
 STAMP := $(VENV)/.installed
+# The browser viewer, built by npm + Vite; rebuilt when its sources change.
+VIEWER := frontend/dist/.built
+VIEWER_SOURCES := frontend/package.json frontend/package-lock.json frontend/vite.config.js \
+	$(wildcard frontend/src/*)
 # Extra pytest arguments: make test ARGS="-k foo -x"
 ARGS ?=
 
 .PHONY: help install run test lint migrations-check lock
 
 help:
-	@echo "make install           create .venv and install pinned deps (no-op when up to date)"
+	@echo "make install           create .venv, install pinned deps, build the viewer (no-op when up to date)"
 	@echo "make run               migrate, load demo data, start the dev services"
 	@echo "make test [ARGS=...]   lint + migrations check + pytest against a throw-away PostgreSQL"
 	@echo "make lint              ruff check + ruff format --check"
 	@echo "make migrations-check  fail when models have changes without migrations"
 	@echo "make lock              regenerate requirements.lock from the venv"
 
-install: $(STAMP)
+install: $(STAMP) $(VIEWER)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +37,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml requirements.lock | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[dev]'
 	touch $@
+
+$(VIEWER): $(VIEWER_SOURCES)
+	scripts/build-viewer.sh
 
 run: install
 	scripts/run.sh

@@ -30,6 +30,7 @@ urlpatterns = [
     path("ris/", include("ris.urls")),
     path("billing/", include("billing.urls")),
     path("pacs/", include("pacs.urls")),
+    path("viewer/", include("pacs.viewer.urls")),
     path("dicom-web/", include("pacs.dicomweb.urls")),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
@@ -162,3 +163,48 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.sop_instance_uid
+
+
+class Annotation(models.Model):
+    """A measurement or annotation a user drew in the viewer, kept so it is there again
+    when they reopen the study.
+
+    `uid` is the annotation UID the viewer chose, so saving again updates the same row.
+    `data` is the Cornerstone3D tool's own payload: opaque here, returned as it came.
+    """
+
+    uid = models.UUIDField("annotation UID", unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotations"
+    )
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="annotations")
+    series_instance_uid = models.CharField(max_length=64)
+    sop_instance_uid = models.CharField(max_length=64)
+    frame_number = models.PositiveIntegerField(
+        null=True, blank=True, help_text="1-based frame of a multi-frame instance."
+    )
+    tool_name = models.CharField(max_length=64)
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(frame_number__isnull=True) | models.Q(frame_number__gte=1),
+                name="annotation_frame_from_1",
+            ),
+        ]
+        indexes = [models.Index(fields=["study", "user"])]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name} on {self.sop_instance_uid}"
+
+    @property
+    def patient_id(self) -> int | None:
+        """The study's RIS patient, so audit rows about an annotation name the patient."""
+        return self.study.patient_id
