@@ -8,7 +8,9 @@ from django.utils import timezone
 
 from accounts.models import Facility, Membership, User
 from billing.models import FeeScheduleEntry, Payer
-from pacs.models import DicomNode
+from pacs.dicom import synthetic
+from pacs.models import DicomNode, Study
+from pacs.services import ingest, study_refresh
 from ris import services
 from ris.models import Appointment, Order, Patient, Procedure, Room
 
@@ -127,3 +129,32 @@ def client_for(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def archived_study(
+    facility,
+    patient_id: str = "P1",
+    *,
+    issuer: str = "",
+    accession: str = "",
+    study_date: str = "20240115",
+    description: str = "CT CHEST",
+    study_uid: str = "",
+    slices: int = 1,
+    size: int = 16,
+) -> Study:
+    """A study received over DICOM like any other: ingested, then refreshed (and matched)."""
+    spec = synthetic.StudySpec(
+        patient=synthetic.PatientSpec(patient_id=patient_id, issuer=issuer),
+        accession_number=accession,
+        study_date=study_date,
+        description=description,
+    )
+    if study_uid:
+        spec.study_uid = study_uid
+    for data in synthetic.ct_series(spec, slices=slices, rows=size, columns=size):
+        ingest(data, facility=facility, door="dimse")
+    study = Study.objects.get(facility=facility, study_instance_uid=spec.study_uid)
+    study_refresh(study.pk)
+    study.refresh_from_db()
+    return study

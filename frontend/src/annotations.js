@@ -78,6 +78,7 @@ export class AnnotationStore {
     const uid = annotation.annotationUID;
     clearTimeout(this.timers.get(uid));
     this.pending.add(uid);
+    document.body.dataset.annotationsPending = String(this.pending.size);
     this.timers.set(
       uid,
       setTimeout(() => this.save(annotation), SAVE_DELAY_MS),

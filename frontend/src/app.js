@@ -6,6 +6,7 @@ import {
   getShouldUseCPURendering,
   imageLoadPoolManager,
   imageLoader,
+  metaData,
   utilities as csUtils,
 } from '@cornerstonejs/core';
 import { annotation as annotationApi, synchronizers, utilities as toolUtils } from '@cornerstonejs/tools';
@@ -274,7 +275,8 @@ export class Viewer {
         }
       }
     }
-    this.engine.resize(true, true);
+    // New frame sizes: fit each image to its frame again.
+    this.engine.resize(true, false);
     if (this.activeIndex >= count) this.setActive(0);
     for (const button of this.dom.toolbar.querySelectorAll('[data-layout]')) {
       button.setAttribute('aria-pressed', String(button.dataset.layout === name));
@@ -304,8 +306,9 @@ export class Viewer {
     const preset = WINDOW_PRESETS.find((item) => item.key === key);
     const viewport = this.activeViewport();
     if (!preset || !viewport) return;
-    const half = preset.width / 2;
-    viewport.setProperties({ voiRange: { lower: preset.center - half, upper: preset.center + half } });
+    viewport.setProperties({
+      voiRange: csUtils.windowLevel.toLowHighRange(preset.width, preset.center),
+    });
     viewport.render();
   }
 
@@ -476,7 +479,9 @@ export class Viewer {
             'div',
             {},
             el('strong', { text: formatPriorDate(prior.studyDate) }),
-            el('span', { text: ` ${prior.modalities || ''} ${prior.studyDescription || ''}` }),
+            el('span', {
+              text: ` ${[prior.modalities, prior.studyDescription].filter(Boolean).join(' · ')}`,
+            }),
             el('small', { text: ` · ${prior.numberOfInstances} images` }),
           ),
           compare,
@@ -516,6 +521,7 @@ export class Viewer {
     for (const series of priorSeries) this.allSeries.set(this.seriesKey(series), series);
     await this.showSeries(1, match);
     this.slots[1].frame.dataset.prior = 'true';
+    this.setSync(false);
     this.setSync(true);
     this.status(`Prior of ${formatPriorDate(prior.studyDate)} beside the current study.`);
   }
@@ -524,18 +530,40 @@ export class Viewer {
     return this.sync;
   }
 
+  /**
+   * Linked scrolling keeps the slices that are shown together now together: another
+   * study's frame of reference is registered by the offset between the two current
+   * slices (Cornerstone's own registration of 5.14 looks positions up by slice index).
+   */
   setSync(on) {
     if (on && !this.sync) {
       this.sync = synchronizers.createImageSliceSynchronizer(SYNC_ID);
-      const count = LAYOUTS[this.layoutName];
-      for (const slot of this.slots.slice(0, count)) {
-        if (slot.imageIds.length) this.sync.add({ renderingEngineId: ENGINE_ID, viewportId: slot.viewportId });
+      const linked = this.slots.slice(0, LAYOUTS[this.layoutName]).filter((slot) => slot.imageIds.length);
+      for (const slot of linked) {
+        if (slot !== linked[0]) this.registerSlices(linked[0], slot);
+        this.sync.add({ renderingEngineId: ENGINE_ID, viewportId: slot.viewportId });
       }
     } else if (!on && this.sync) {
       this.sync.destroy();
       this.sync = null;
     }
     this.dom.toolbar.querySelector('[data-action=sync]').setAttribute('aria-pressed', String(Boolean(this.sync)));
+  }
+
+  registerSlices(source, target) {
+    const sourceViewport = this.viewport(source.index);
+    const targetViewport = this.viewport(target.index);
+    if (sourceViewport.getFrameOfReferenceUID() === targetViewport.getFrameOfReferenceUID()) return;
+    const from = metaData.get('imagePlaneModule', sourceViewport.getCurrentImageId());
+    const to = metaData.get('imagePlaneModule', targetViewport.getCurrentImageId());
+    if (!from?.imagePositionPatient || !to?.imagePositionPatient) return;
+    const sameOrientation = from.imageOrientationPatient?.every(
+      (value, index) => Math.abs(value - to.imageOrientationPatient[index]) < 0.01,
+    );
+    if (!sameOrientation) return;
+    const offset = to.imagePositionPatient.map((value, index) => value - from.imagePositionPatient[index]);
+    const matrix = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, offset[0], offset[1], offset[2], 1];
+    csUtils.spatialRegistrationMetadataProvider.add([target.viewportId, source.viewportId], matrix);
   }
 
   // ---- page chrome -------------------------------------------------------------------

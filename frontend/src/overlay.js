@@ -1,4 +1,6 @@
 // Corner text on each viewport: who, what, where in the stack, window/level.
+import { utilities } from '@cornerstonejs/core';
+
 import { value, personName, formatDate } from './dicomweb.js';
 
 export function createOverlay(element) {
@@ -55,9 +57,11 @@ export function updateOverlay(corners, { viewport, ref, index, total, loaded }) 
   const { voiRange, invert } = viewport.getProperties?.() ?? {};
   let voiText = '';
   if (voiRange) {
-    const width = voiRange.upper - voiRange.lower;
-    const center = voiRange.lower + width / 2;
-    voiText = `W ${Math.round(width)} L ${Math.round(center)}`;
+    const { windowWidth, windowCenter } = utilities.windowLevel.toWindowLevel(
+      voiRange.lower,
+      voiRange.upper,
+    );
+    voiText = `W ${Math.round(windowWidth)} L ${Math.round(windowCenter)}`;
   }
   const zoom = viewport.getZoom?.();
   lines(corners.br, [

@@ -82,6 +82,9 @@ function addGroup(id) {
   }
   group.addTool(StackScrollTool.toolName);
   bindNavigation(group);
+  // A tool draws its saved measurements only when enabled: passive shows and lets them be
+  // edited without holding a button.
+  for (const name of ANNOTATION_TOOLS) group.setToolPassive(name);
   return group;
 }
 

@@ -10,8 +10,7 @@ from accounts.models import AuditEvent, Membership
 from accounts.roles import Role
 from pacs.dicom import synthetic
 from pacs.models import Study
-from pacs.services import ingest, study_refresh
-from tests.factories import PatientFactory, client_for, member, order_for
+from tests.factories import PatientFactory, archived_study, client_for, member, order_for
 
 pytestmark = [
     pytest.mark.django_db,
@@ -32,34 +31,6 @@ CONFIG_KEYS = {
     "backUrl",
     "canAnnotate",
 }
-
-
-def archived_study(
-    facility,
-    patient_id: str = "P1",
-    *,
-    issuer: str = "",
-    accession: str = "",
-    study_date: str = "20240115",
-    description: str = "CT CHEST",
-    study_uid: str = "",
-    slices: int = 1,
-) -> Study:
-    """A study received over DICOM like any other: ingested, then refreshed (and matched)."""
-    spec = synthetic.StudySpec(
-        patient=synthetic.PatientSpec(patient_id=patient_id, issuer=issuer),
-        accession_number=accession,
-        study_date=study_date,
-        description=description,
-    )
-    if study_uid:
-        spec.study_uid = study_uid
-    for data in synthetic.ct_series(spec, slices=slices, rows=16, columns=16):
-        ingest(data, facility=facility, door="dimse")
-    study = Study.objects.get(facility=facility, study_instance_uid=spec.study_uid)
-    study_refresh(study.pk)
-    study.refresh_from_db()
-    return study
 
 
 def viewer_url(study: Study) -> str:
