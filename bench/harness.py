@@ -245,6 +245,7 @@ def pg_bindir() -> Path | None:
 
 # Debian package -> whether it is installed (what the benchmarks run from it).
 PACKAGE_PRESENT: dict[str, Callable[[], bool]] = {
+    "chromium": lambda: shutil.which("chromium") is not None,
     "dcmtk": lambda: shutil.which("storescu") is not None,
     "orthanc": lambda: Path(ORTHANC).exists(),
     "orthanc-dicomweb": lambda: Path(DICOMWEB_PLUGIN).exists(),

@@ -182,7 +182,7 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=1000)
     args = parser.parse_args()
 
-    ensure_packages(["chromium"])
+    ensure_packages(["chromium", "postgresql"])
     if not (REPO / "frontend" / "dist" / "viewer.js").exists():
         run([str(REPO / "scripts" / "build-viewer.sh")], timeout=900)
     root = Path(tempfile.mkdtemp(prefix="viewer-"))
