@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -37,9 +38,11 @@ from harness import (
     PYTHON,
     REPO,
     Postgres,
+    descendants,
     ensure_packages,
     import_synthetic,
     log,
+    proc_cpu,
     run,
     run_main,
 )
@@ -77,6 +80,24 @@ async () => {
     await rendered;
   }
   return (total - 1) / ((performance.now() - start) / 1000);
+}
+"""
+
+
+# Where the first image's time goes: when each of the first requests ended, from navigation.
+RESOURCES_SCRIPT = """
+() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const picks = performance.getEntriesByType('resource')
+    .filter((r) => !r.name.includes('/frames/') || r.name.endsWith('/frames/1'))
+    .slice(0, 8)
+    .map((r) => {
+      const name = r.name.split('/').slice(-2).join('/');
+      return `${name}: ${Math.round(r.startTime)}-${Math.round(r.responseEnd)}`;
+    });
+  const page = `page ${Math.round(nav.responseEnd)}`;
+  return [`${page}, DOMContentLoaded ${Math.round(nav.domContentLoadedEventEnd)}`, ...picks]
+    .join('; ');
 }
 """
 
@@ -139,16 +160,36 @@ def set_password(web: RadPACSWeb) -> None:
     )
 
 
-def open_round(browser, base: str, study_uid: str, width: int, height: int) -> dict[str, float]:
+def browser_cpu() -> float:
+    """CPU seconds of the running chromium processes (the browser is our descendant)."""
+    total = 0.0
+    for pid in descendants(os.getpid()):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith("chrom"):
+            total += proc_cpu(pid)
+    return total
+
+
+def open_round(
+    browser, base: str, study_uid: str, width: int, height: int, verbose: bool = False
+) -> dict[str, float]:
     context = browser.new_context(viewport={"width": width, "height": height})
     try:
         page = context.new_page()
-        page.goto(f"{base}/accounts/login/")
+        response = page.goto(f"{base}/")
+        if page.locator("#id_username").count() == 0:
+            raise RuntimeError(
+                f"no login form at {page.url} ({response.status}): {page.content()[:500]}"
+            )
         page.fill("#id_username", "bench")
         page.fill("#id_password", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(f"{base}/")
         page.goto(f"{base}/pacs/studies/")
+        browser_before = browser_cpu()
         page.locator(f"a[href$='/viewer/studies/{study_uid}/']").first.click()
         deadline = time.monotonic() + 120
         timings: dict = {}
@@ -160,6 +201,9 @@ def open_round(browser, base: str, study_uid: str, width: int, height: int) -> d
             time.sleep(0.05)
         else:
             raise RuntimeError(f"series not loaded in 120 s: {timings}")
+        load_cpu = browser_cpu() - browser_before
+        if verbose:
+            log(f"  resources: {page.evaluate(RESOURCES_SCRIPT)}")
         fps = page.evaluate(SCROLL_SCRIPT)
         errors = page.evaluate("document.querySelector('.vw-status').textContent")
         if "could not be loaded" in errors:
@@ -168,6 +212,7 @@ def open_round(browser, base: str, study_uid: str, width: int, height: int) -> d
             "first_image_ms": timings["firstImage"],
             "series_ms": timings["seriesLoaded"],
             "scroll_fps": fps,
+            "load_cpu": load_cpu,
         }
     finally:
         context.close()
@@ -189,10 +234,14 @@ def main() -> int:
     CLEANUP.push("remove temp dir", lambda: shutil.rmtree(root, ignore_errors=True))
     pg = Postgres(root, "on")
     pg.start()
-    web = RadPACSWeb(root / "radpacs", pg, args.web_workers, "eager", {})
+    # As deployed: DEBUG off, static files (the viewer's bundle too) collected for WhiteNoise.
+    web = RadPACSWeb(
+        root / "radpacs", pg, args.web_workers, "eager", {"STATIC_ROOT": str(root / "static")}
+    )
     CLEANUP.push("stop RadPACS", web.stop)
     web.prepare_template()
     set_password(web)
+    run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], env=web.env(), cwd=REPO)
     web.reset()
     web.start()
     log(f"storing a {args.slices}-slice CT through STOW-RS")
@@ -205,13 +254,22 @@ def main() -> int:
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         for number in range(1, args.rounds + 1):
+            server_before, browser_before = web.cpu(), browser_cpu()
             result = open_round(
-                browser, web.base.removesuffix("/dicom-web"), study_uid, args.width, args.height
+                browser,
+                web.base.removesuffix("/dicom-web"),
+                study_uid,
+                args.width,
+                args.height,
+                verbose=number == 1,
             )
             rounds.append(result)
             log(
                 f"round {number}: first image {result['first_image_ms']:.0f} ms, whole series "
-                f"{result['series_ms']:.0f} ms, scroll {result['scroll_fps']:.1f} fps"
+                f"{result['series_ms']:.0f} ms, scroll {result['scroll_fps']:.1f} fps; CPU s: "
+                f"server {web.cpu() - server_before:.1f}, chromium "
+                f"{browser_cpu() - browser_before:.1f} (whole round; "
+                f"{result['load_cpu']:.1f} until loaded)"
             )
         browser.close()
 

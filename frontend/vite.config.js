@@ -11,9 +11,18 @@ export default defineConfig({
     target: 'es2022',
     chunkSizeWarningLimit: 10000,
     reportCompressedSize: false,
+    // Django's manifest storage serves the entry under a hashed name: a chunk importing
+    // from the entry would load it a second time.
+    modulePreload: false,
     rollupOptions: {
       input: 'src/main.js',
       output: {
+        // What the entry shares with the app chunk (its DICOMweb module, Vite's dynamic
+        // import helper) goes in a chunk of its own, for the same reason.
+        manualChunks: (id) =>
+          id.endsWith('/src/dicomweb.js') || id.includes('vite/preload-helper')
+            ? 'shared'
+            : undefined,
         entryFileNames: 'viewer.js',
         chunkFileNames: 'chunks/[name]-[hash].js',
         assetFileNames: (asset) =>

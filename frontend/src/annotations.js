@@ -95,6 +95,13 @@ export class AnnotationStore {
     }
     const { referencedImageId, ...metadata } = annotation.metadata;
     const { cachedStats, ...data } = annotation.data;
+    const known = this.saved.find((saved) => saved.uid === uid);
+    if (known && drawing(known.data.data) === drawing(data)) {
+      // Only recomputed statistics or label placement, e.g. on reopening: nothing to save.
+      this.pending.delete(uid);
+      document.body.dataset.annotationsPending = String(this.pending.size);
+      return;
+    }
     const body = {
       studyInstanceUID: ref.studyUID,
       seriesInstanceUID: ref.seriesUID,
@@ -147,4 +154,10 @@ export class AnnotationStore {
       this.onStatus(`Annotation not deleted: ${response.status}`, true);
     }
   }
+}
+
+/** What the user drew: handle points, label, and the label's place once they moved it. */
+function drawing(data) {
+  const { points, textBox } = data?.handles ?? {};
+  return JSON.stringify([points, data?.label ?? '', textBox?.hasMoved ? textBox.worldPosition : null]);
 }

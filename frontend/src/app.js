@@ -3,16 +3,24 @@ import {
   Enums,
   RenderingEngine,
   eventTarget,
-  getShouldUseCPURendering,
+  getRenderingCapabilities,
   imageLoadPoolManager,
+  init as coreInit,
+  setUseCPURendering,
   imageLoader,
   metaData,
   utilities as csUtils,
 } from '@cornerstonejs/core';
-import { annotation as annotationApi, synchronizers, utilities as toolUtils } from '@cornerstonejs/tools';
+import { init as dicomImageLoaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
+import {
+  annotation as annotationApi,
+  init as toolsInit,
+  synchronizers,
+  utilities as toolUtils,
+} from '@cornerstonejs/tools';
 
 import { AnnotationStore } from './annotations.js';
-import { Archive, value } from './dicomweb.js';
+import { firstSeries, value } from './dicomweb.js';
 import { LAYOUTS, MAX_VIEWPORTS, buildLayout, el } from './layout.js';
 import { MprView } from './mpr.js';
 import { createOverlay, updateOverlay } from './overlay.js';
@@ -22,11 +30,43 @@ const ENGINE_ID = 'radpacs';
 const SYNC_ID = 'radpacs-slice-sync';
 const { ViewportType, Events, RequestType } = Enums;
 
+/** Starts Cornerstone3D and the viewer on the page's root element. */
+export async function startViewer(root, config, archive) {
+  coreInit();
+  dicomImageLoaderInit({
+    maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)),
+  });
+  toolsInit();
+  archive.metaDataManager = wadors.metaDataManager;
+  const viewer = new Viewer(root, config, archive);
+  // Tests and benchmarks read state and timings from here.
+  window.radpacsViewer = viewer;
+  await viewer.start();
+  return viewer;
+}
+
+/**
+ * The WebGL renderer's name, or null without WebGL. A software one (SwiftShader, llvmpipe:
+ * no GPU, or a headless browser) draws a 2D stack several times slower than a canvas.
+ */
+function webglRenderer() {
+  try {
+    const gl = document.createElement('canvas').getContext('webgl2');
+    if (!gl) return null;
+    const info = gl.getExtension('WEBGL_debug_renderer_info');
+    const renderer = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+    gl.getExtension('WEBGL_lose_context')?.loseContext();
+    return renderer;
+  } catch {
+    return null;
+  }
+}
+
 export class Viewer {
-  constructor(root, config) {
+  constructor(root, config, archive) {
     this.root = root;
     this.config = config;
-    this.archive = new Archive(config.dicomWebRoot);
+    this.archive = archive;
     this.layoutName = '1x1';
     this.activeIndex = 0;
     this.seriesByStudy = new Map();
@@ -36,9 +76,15 @@ export class Viewer {
 
   async start() {
     this.dom = buildLayout(this.root, this.config);
+    const renderer = webglRenderer();
+    this.webgl = Boolean(renderer) && getRenderingCapabilities().webgl !== false;
+    // Stacks draw on a canvas when WebGL is missing or only emulated; MPR and 3D keep
+    // WebGL (their own engine, see mpr.js).
+    this.stackOnCpu = !this.webgl || /swiftshader|llvmpipe|softpipe|software/i.test(renderer);
+    this.root.dataset.renderer = this.stackOnCpu ? 'cpu' : 'webgl';
+    setUseCPURendering(this.stackOnCpu, false);
     this.engine = new RenderingEngine(ENGINE_ID);
     this.groups = createToolGroups();
-    this.webgl = !getShouldUseCPURendering();
     this.slots = this.dom.slots.map((slot) => ({
       ...slot,
       viewportId: `stack-${slot.index}`,
@@ -68,7 +114,7 @@ export class Viewer {
     this.annotations.listen();
     this.renderSeriesList(series);
     this.renderPriors();
-    const first = series.find((item) => item.count > 0) ?? series[0];
+    const first = firstSeries(series);
     if (!first) {
       this.root.dataset.state = 'empty';
       this.status('This study has no images yet.');
@@ -172,12 +218,18 @@ export class Viewer {
 
   showProgress(slot) {
     const total = slot.imageIds.length;
+    const done = slot.loaded >= total;
+    // Repainting the page for every slice costs the browser more than the slice itself:
+    // the bar moves at most every 250 ms, and once at the end.
+    const now = performance.now();
+    if (!done && slot.loaded > 0 && now - (slot.progressShownAt ?? 0) < 250) return;
+    slot.progressShownAt = now;
     const percent = total ? Math.round((100 * slot.loaded) / total) : 100;
     slot.frame.dataset.loaded = String(slot.loaded);
     slot.progress.setAttribute('aria-valuenow', String(percent));
     slot.progress.firstChild.style.width = `${percent}%`;
-    slot.progress.hidden = slot.loaded >= total;
-    if (slot.loaded >= total && total) {
+    slot.progress.hidden = done;
+    if (done && total) {
       if (slot.index === 0 && this.timings.seriesLoaded === undefined) {
         this.timings.seriesLoaded = performance.now();
       }
@@ -604,7 +656,10 @@ export class Viewer {
       this.dom.presetSelect.value = '';
     });
     document.addEventListener('keydown', (event) => this.onKey(event));
-    window.addEventListener('resize', () => this.engine.resize(true, true));
+    window.addEventListener('resize', () => {
+      this.engine.resize(true, true);
+      this.mpr.resize();
+    });
     eventTarget.addEventListener(Events.IMAGE_LOAD_FAILED, (event) => {
       this.status(`Image not loaded: ${event.detail?.error?.message ?? event.detail?.imageId ?? ''}`, true);
     });

@@ -1,5 +1,6 @@
-// Reading the archive through DICOMweb only, as any external viewer would.
-import { wadors } from '@cornerstonejs/dicom-image-loader';
+// Reading the archive through DICOMweb only, as any external viewer would. Light on
+// purpose: the page's entry imports it to start the first reads before the viewer's
+// bundle has loaded.
 
 export class HttpError extends Error {
   constructor(status, message) {
@@ -50,6 +51,15 @@ export class Archive {
     this.root = root.replace(/\/$/, '');
     // imageId -> where it comes from, for annotations and overlays.
     this.imageRefs = new Map();
+    // The image loader's metadata registry, set once the viewer's bundle has loaded.
+    this.metaDataManager = null;
+    this.requests = new Map();
+  }
+
+  /** One request per URL: the entry starts them early, the viewer picks them up. */
+  once(url) {
+    if (!this.requests.has(url)) this.requests.set(url, getJSON(url));
+    return this.requests.get(url);
   }
 
   seriesUrl(studyUID, seriesUID) {
@@ -62,7 +72,7 @@ export class Archive {
 
   /** The study's series, in series-number order. */
   async series(studyUID) {
-    const found = await getJSON(
+    const found = await this.once(
       `${this.root}/studies/${studyUID}/series?includefield=0008103E&includefield=00180015`,
     );
     return found
@@ -83,7 +93,7 @@ export class Archive {
    * registered for the image loader: one /metadata request, no per-instance round trips.
    */
   async imageIds(studyUID, seriesUID) {
-    const instances = await getJSON(`${this.seriesUrl(studyUID, seriesUID)}/metadata`);
+    const instances = [...(await this.metadata(studyUID, seriesUID))];
     instances.sort(compareInstances);
     const imageIds = [];
     for (const instance of instances) {
@@ -92,7 +102,7 @@ export class Archive {
       const base = `wadors:${this.seriesUrl(studyUID, seriesUID)}/instances/${sopUID}/frames/`;
       for (let frame = 1; frame <= frames; frame += 1) {
         const imageId = `${base}${frame}`;
-        wadors.metaDataManager.add(imageId, instance);
+        this.metaDataManager.add(imageId, instance);
         this.imageRefs.set(imageId, {
           studyUID,
           seriesUID,
@@ -107,9 +117,18 @@ export class Archive {
     return imageIds;
   }
 
+  metadata(studyUID, seriesUID) {
+    return this.once(`${this.seriesUrl(studyUID, seriesUID)}/metadata`);
+  }
+
   imageIdFor(studyUID, seriesUID, sopUID, frame) {
     return `wadors:${this.seriesUrl(studyUID, seriesUID)}/instances/${sopUID}/frames/${frame || 1}`;
   }
+}
+
+/** The series a study opens on: the first, in series-number order, that has images. */
+export function firstSeries(seriesList) {
+  return seriesList.find((item) => item.count > 0) ?? seriesList[0];
 }
 
 /** Instance number first; slices without one by position along the normal. */

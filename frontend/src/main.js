@@ -1,24 +1,23 @@
-// Entry point: read the page's config, start Cornerstone3D, then the viewer.
-import { init as coreInit } from '@cornerstonejs/core';
-import { init as dicomImageLoaderInit } from '@cornerstonejs/dicom-image-loader';
-import { init as toolsInit } from '@cornerstonejs/tools';
-
-import { Viewer } from './app.js';
+// Entry point, kept light: it starts the study's first DICOMweb reads (series, then the
+// first series' metadata) at once, while the viewer's bundle (Cornerstone3D, ~4 MB) is
+// still loading and compiling; the viewer then picks those responses up.
 import './viewer.css';
+import { Archive, firstSeries } from './dicomweb.js';
 
 async function main() {
   const root = document.getElementById('viewer-app');
   const config = JSON.parse(document.getElementById('viewer-config').textContent);
+  const archive = new Archive(config.dicomWebRoot);
+  archive
+    .series(config.studyInstanceUID)
+    .then((list) => {
+      const first = firstSeries(list);
+      if (first) archive.metadata(first.studyUID, first.uid).catch(() => {});
+    })
+    .catch(() => {}); // the viewer reports it when it asks again
   try {
-    coreInit();
-    dicomImageLoaderInit({
-      maxWebWorkers: Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1)),
-    });
-    toolsInit();
-    const viewer = new Viewer(root, config);
-    // Tests and benchmarks read state and timings from here.
-    window.radpacsViewer = viewer;
-    await viewer.start();
+    const { startViewer } = await import('./app.js');
+    await startViewer(root, config, archive);
   } catch (error) {
     console.error(error);
     root.dataset.state = 'error';

@@ -2,7 +2,9 @@
 // 3D volume rendering, in the same four frames the stack viewports use.
 import {
   Enums,
+  RenderingEngine,
   cache,
+  setUseCPURendering,
   setVolumesForViewports,
   volumeLoader,
   cornerstoneStreamingImageVolumeLoader,
@@ -12,7 +14,7 @@ import {
 import { LAYOUTS } from './layout.js';
 
 const { ViewportType, OrientationAxis } = Enums;
-const ENGINE_ID = 'radpacs';
+const ENGINE_ID = 'radpacs-mpr';
 const PLANES = [
   { id: 'mpr-axial', orientation: OrientationAxis.AXIAL, label: 'Axial' },
   { id: 'mpr-sagittal', orientation: OrientationAxis.SAGITTAL, label: 'Sagittal' },
@@ -58,7 +60,24 @@ export class MprView {
   }
 
   activeViewport() {
-    return this.viewer.engine.getViewport(this.activeId);
+    return this.engine?.getViewport(this.activeId);
+  }
+
+  resize() {
+    if (this.active) this.engine.resize(true, true);
+  }
+
+  /** Volumes need WebGL even where stacks draw on a canvas: a WebGL engine of their own. */
+  webglEngine() {
+    if (!this.engine) {
+      setUseCPURendering(false, false);
+      try {
+        this.engine = new RenderingEngine(ENGINE_ID);
+      } finally {
+        setUseCPURendering(this.viewer.stackOnCpu, false);
+      }
+    }
+    return this.engine;
   }
 
   async enter() {
@@ -74,6 +93,7 @@ export class MprView {
       return;
     }
     registerVolumeLoader();
+    const engine = this.webglEngine();
     this.previousLayout = viewer.layoutName;
     this.source = source;
     for (const slot of viewer.slots) viewer.disableSlot(slot);
@@ -82,26 +102,32 @@ export class MprView {
     const frames = viewer.slots;
     for (const slot of frames) slot.frame.hidden = false;
     this.ids = [];
-    PLANES.forEach((plane, index) => {
-      viewer.engine.enableElement({
-        viewportId: plane.id,
-        type: ViewportType.ORTHOGRAPHIC,
-        element: frames[index].element,
-        defaultOptions: { orientation: plane.orientation, background: [0, 0, 0] },
+    // Volume viewports refuse to be made while the stacks' canvas rendering is on.
+    setUseCPURendering(false, false);
+    try {
+      PLANES.forEach((plane, index) => {
+        engine.enableElement({
+          viewportId: plane.id,
+          type: ViewportType.ORTHOGRAPHIC,
+          element: frames[index].element,
+          defaultOptions: { orientation: plane.orientation, background: [0, 0, 0] },
+        });
+        viewer.groups.mpr.addViewport(plane.id, ENGINE_ID);
+        frames[index].frame.dataset.plane = plane.label;
+        this.ids.push(plane.id);
       });
-      viewer.groups.mpr.addViewport(plane.id, ENGINE_ID);
-      frames[index].frame.dataset.plane = plane.label;
-      this.ids.push(plane.id);
-    });
-    viewer.engine.enableElement({
-      viewportId: VOLUME_3D.id,
-      type: ViewportType.VOLUME_3D,
-      element: frames[3].element,
-      defaultOptions: { background: [0.1, 0.1, 0.12] },
-    });
-    viewer.groups.threeD.addViewport(VOLUME_3D.id, ENGINE_ID);
-    frames[3].frame.dataset.plane = VOLUME_3D.label;
-    this.ids.push(VOLUME_3D.id);
+      engine.enableElement({
+        viewportId: VOLUME_3D.id,
+        type: ViewportType.VOLUME_3D,
+        element: frames[3].element,
+        defaultOptions: { background: [0.1, 0.1, 0.12] },
+      });
+      viewer.groups.threeD.addViewport(VOLUME_3D.id, ENGINE_ID);
+      frames[3].frame.dataset.plane = VOLUME_3D.label;
+      this.ids.push(VOLUME_3D.id);
+    } finally {
+      setUseCPURendering(viewer.stackOnCpu, false);
+    }
     this.active = true;
     viewer.root.dataset.mode = 'mpr';
     viewer.dom.toolbar.querySelector('[data-action=mpr]').setAttribute('aria-pressed', 'true');
@@ -119,17 +145,18 @@ export class MprView {
         cache.getVolume(volumeId) ??
         (await volumeLoader.createAndCacheVolume(volumeId, { imageIds: source.imageIds }));
       volume.load?.();
-      await setVolumesForViewports(viewer.engine, [{ volumeId }], this.ids.slice(0, 3));
-      await setVolumesForViewports(viewer.engine, [{ volumeId }], [VOLUME_3D.id]);
-      const threeD = viewer.engine.getViewport(VOLUME_3D.id);
+      await setVolumesForViewports(engine, [{ volumeId }], this.ids.slice(0, 3));
+      await setVolumesForViewports(engine, [{ volumeId }], [VOLUME_3D.id]);
+      const threeD = engine.getViewport(VOLUME_3D.id);
       const modality = metaData.get('generalSeriesModule', source.imageIds[0])?.modality;
       threeD.setProperties({ preset: modality === 'CT' ? 'CT-Bone' : 'MR-Default' });
-      viewer.engine.render();
+      engine.render();
       viewer.root.dataset.mprState = 'ready';
       viewer.status('MPR: axial, sagittal, coronal and 3D. Press M to go back to the stack.');
     } catch (error) {
-      viewer.status(`MPR failed: ${error.message ?? error}`, true);
+      console.error(error);
       await this.exit();
+      viewer.status(`MPR failed: ${error.message ?? error}`, true);
     }
   }
 
@@ -139,7 +166,7 @@ export class MprView {
     for (const id of this.ids) {
       if (id === VOLUME_3D.id) viewer.groups.threeD.removeViewports(ENGINE_ID, id);
       else viewer.groups.mpr.removeViewports(ENGINE_ID, id);
-      viewer.engine.disableElement(id);
+      this.engine.disableElement(id);
     }
     for (const slot of viewer.slots) {
       delete slot.frame.dataset.plane;

@@ -55,7 +55,9 @@ def wait_for(page: Page, expression: str, timeout: float = 20.0) -> None:
         if page.evaluate(expression):
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {expression}")
+    status = page.evaluate("document.querySelector('.vw-status')?.textContent")
+    errors = getattr(page, "console_errors", [])
+    raise AssertionError(f"timed out waiting for {expression}; status {status!r}; {errors}")
 
 
 def viewport_state(page: Page, index: int = 0) -> dict:
@@ -151,6 +153,9 @@ def test_a_saved_measurement_comes_back_after_reload_for_its_author_only(
     wait_for(page, "[...document.querySelectorAll('svg text')].some(t => /mm/.test(t.textContent))")
     assert [t for t in measurement_texts(page) if t.endswith("mm")] == shown
     screenshot(page, "viewer-length-reloaded")
+    time.sleep(1)  # longer than the viewer's save delay
+    unchanged = Annotation.objects.get()
+    assert unchanged.updated_at == saved.updated_at, "reopening saves nothing"
 
     colleague = member(facility_a, Role.RADIOLOGIST, username="colleague")
     other = page_factory(1100, 700)
