@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Case, Q, QuerySet, When
+from django.db.models import Case, Prefetch, Q, QuerySet, When
 from django.utils import timezone
 
 from accounts.models import User
 from accounts.roles import Capability
+from pacs.models import Study
 from ris.models import Appointment, Order, Patient
 
 
@@ -45,6 +46,14 @@ def reading_list(*, user: User) -> QuerySet[Order]:
         Order.objects.visible_to(user, Capability.READ_STUDIES)
         .filter(status__in=[Order.Status.COMPLETED, Order.Status.REPORTED])
         .select_related("patient", "procedure", "facility")
+        .prefetch_related(
+            Prefetch(
+                "studies",
+                queryset=Study.objects.only("order_id", "study_instance_uid").order_by(
+                    "-received_at"
+                ),
+            )
+        )
         .alias(
             priority_rank=Case(
                 When(priority=Order.Priority.STAT, then=0),

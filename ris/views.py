@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET
 from accounts import audit
 from accounts.permissions import capability_required
 from accounts.roles import Capability
+from pacs import selectors as pacs_selectors
 from ris import selectors
 from ris.models import Order, Patient
 
@@ -60,7 +61,8 @@ def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
         selectors.order_list(user=request.user).prefetch_related("appointments__room"), pk=pk
     )
     audit.record_request(request, action=audit.Action.VIEW, obj=order)
-    return render(request, "ris/order_detail.html", {"order": order})
+    studies = pacs_selectors.studies_visible_to(request.user).filter(order=order)
+    return render(request, "ris/order_detail.html", {"order": order, "studies": studies})
 
 
 @require_GET

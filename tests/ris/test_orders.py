@@ -12,6 +12,7 @@ from tests.factories import (
     ProcedureFactory,
     RoomFactory,
     appointment_for,
+    archived_study,
     client_for,
     order_for,
 )
@@ -120,6 +121,27 @@ def test_the_reading_list_puts_stat_first_then_the_longest_waiting(radiologist, 
     response = client_for(radiologist).get(reverse("ris:reading_list"))
     assert response.context["orders"] == [stat, routine_old, routine_new]
     assert pending.accession_number not in response.content.decode()
+
+
+def test_the_reading_list_and_the_order_open_its_images_in_the_viewer(
+    radiologist, facility_a, tmp_path, settings
+):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "images": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    patient = PatientFactory(facility=facility_a)
+    order = order_for(patient)
+    study = archived_study(facility_a, patient.mrn, accession=order.accession_number)
+    assert study.order == order
+    services.order_status_set(order=order, status=Order.Status.COMPLETED)
+    viewer = reverse("viewer:study", args=[study.study_instance_uid])
+    client = client_for(radiologist)
+    assert viewer in client.get(reverse("ris:reading_list")).content.decode()
+    assert viewer in client.get(reverse("ris:order_detail", args=[order.pk])).content.decode()
 
 
 def test_patient_search_finds_by_name_mrn_and_birth_date(clerk, facility_a):
