@@ -63,7 +63,7 @@ export function updateOverlay(corners, { viewport, ref, index, total, loaded }) 
     );
     voiText = `W ${Math.round(windowWidth)} L ${Math.round(windowCenter)}`;
   }
-  const zoom = viewport.getZoom?.();
+  const zoom = relativeZoom(viewport, instance);
   lines(corners.br, [
     voiText,
     zoom ? `Zoom ${zoom.toFixed(2)}x` : '',
@@ -75,4 +75,18 @@ export function updateOverlay(corners, { viewport, ref, index, total, loaded }) 
 
 function formatTime(tm) {
   return tm && tm.length >= 4 ? `${tm.slice(0, 2)}:${tm.slice(2, 4)}` : '';
+}
+
+/**
+ * Zoom relative to the image fitted in its frame (1.00x), on WebGL and canvas alike: a
+ * canvas viewport reports its raw scale (canvas pixels per image pixel) instead.
+ */
+function relativeZoom(viewport, instance) {
+  const zoom = viewport.getZoom?.();
+  if (!zoom || !viewport.useCPURendering) return zoom;
+  const rows = Number(value(instance, '00280010'));
+  const columns = Number(value(instance, '00280011'));
+  const { width, height } = viewport.canvas ?? {};
+  if (!rows || !columns || !width || !height) return zoom;
+  return zoom / Math.min(width / columns, height / rows);
 }

@@ -246,3 +246,39 @@ def test_a_user_of_another_facility_is_refused(page_factory, live_server, outsid
     response = page.goto(f"{live_server.url}/viewer/studies/{ct_study.study_instance_uid}/")
     assert response.status == 403
     assert "another facility" in page.inner_text("body")
+
+
+def touch(cdp, kind: str, points: list[tuple[float, float]]) -> None:
+    cdp.send(
+        "Input.dispatchTouchEvent",
+        {
+            "type": kind,
+            "touchPoints": [{"x": x, "y": y, "id": i} for i, (x, y) in enumerate(points)],
+        },
+    )
+
+
+def test_on_a_tablet_one_finger_sets_the_window_and_two_fingers_zoom(
+    page_factory, live_server, radiologist, ct_study
+):
+    page = page_factory(1024, 768, touch=True)
+    log_in(page, live_server.url, radiologist.username)
+    open_viewer(page, live_server.url, ct_study.study_instance_uid)
+    cdp = page.context.new_cdp_session(page)
+    box = page.locator("[data-testid=viewport-0]").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    before = viewport_state(page)["voi"]
+    touch(cdp, "touchStart", [(x, y)])
+    for step in range(1, 11):
+        touch(cdp, "touchMove", [(x + 8 * step, y + 5 * step)])
+    touch(cdp, "touchEnd", [])
+    wait_for(page, f"document.querySelector('.vp').dataset.voi !== '{before}'")
+
+    zoom = "window.radpacsViewer.viewport(0).getZoom()"
+    initial = page.evaluate(zoom)
+    touch(cdp, "touchStart", [(x - 40, y), (x + 40, y)])
+    for step in range(1, 11):
+        touch(cdp, "touchMove", [(x - 40 - 10 * step, y), (x + 40 + 10 * step, y)])
+    touch(cdp, "touchEnd", [])
+    wait_for(page, f"{zoom} > {initial * 1.2}")
+    screenshot(page, "viewer-tablet-pinch")
