@@ -260,6 +260,8 @@ export class Viewer {
       });
       slot.element.addEventListener(Events.VOI_MODIFIED, () => this.refreshOverlay(slot.index));
       slot.frame.addEventListener('pointerdown', () => this.setActive(slot.index), true);
+      // Once set, the slider gives the keyboard back to the viewer's own arrow keys.
+      slot.slider.addEventListener('change', () => slot.slider.blur());
       slot.slider.addEventListener('input', () => {
         if (slot.imageIds.length) {
           csUtils.jumpToSlice(slot.element, { imageIndex: Number(slot.slider.value) });
@@ -392,6 +394,13 @@ export class Viewer {
   reset() {
     const viewport = this.activeViewport();
     if (!viewport) return;
+    // Undo flips and rotation first: a canvas viewport's resetCamera keeps them
+    // (Cornerstone 5.14), a WebGL one clears them.
+    const { flipHorizontal, flipVertical } = viewport.getCamera();
+    if (flipHorizontal || flipVertical) {
+      viewport.setCamera({ flipHorizontal: false, flipVertical: false });
+    }
+    if (viewport.getViewPresentation?.().rotation) viewport.setViewPresentation({ rotation: 0 });
     viewport.resetCamera();
     viewport.resetProperties?.();
     viewport.render();
