@@ -80,7 +80,11 @@ export class Viewer {
     this.webgl = Boolean(renderer) && getRenderingCapabilities().webgl !== false;
     // Stacks draw on a canvas when WebGL is missing or only emulated; MPR and 3D keep
     // WebGL (their own engine, see mpr.js).
-    this.stackOnCpu = !this.webgl || /swiftshader|llvmpipe|softpipe|software/i.test(renderer);
+    // ?render=webgl or ?render=canvas overrides the choice (support, and tests of both).
+    const forced = new URLSearchParams(window.location.search).get('render');
+    this.stackOnCpu =
+      !this.webgl ||
+      (forced ? forced === 'canvas' : /swiftshader|llvmpipe|softpipe|software/i.test(renderer));
     this.root.dataset.renderer = this.stackOnCpu ? 'cpu' : 'webgl';
     setUseCPURendering(this.stackOnCpu, false);
     this.engine = new RenderingEngine(ENGINE_ID);

@@ -282,3 +282,23 @@ def test_on_a_tablet_one_finger_sets_the_window_and_two_fingers_zoom(
     touch(cdp, "touchEnd", [])
     wait_for(page, f"{zoom} > {initial * 1.2}")
     screenshot(page, "viewer-tablet-pinch")
+
+
+def test_stacks_draw_with_webgl_when_asked_and_measure_the_same(
+    page_factory, live_server, radiologist, ct_study
+):
+    """Headless chromium's WebGL is software, so stacks default to a canvas there; a
+    reading workstation's GPU draws them with WebGL: that path works too."""
+    page = page_factory(1100, 700)
+    log_in(page, live_server.url, radiologist.username)
+    page.goto(f"{live_server.url}/viewer/studies/{ct_study.study_instance_uid}/?render=webgl")
+    wait_for(page, "document.getElementById('viewer-app').dataset.state === 'ready'")
+    assert page.evaluate("document.getElementById('viewer-app').dataset.renderer") == "webgl"
+    width, height = draw_length(page, 200)
+    expected = 200 * SIZE / min(width, height) * PIXEL_SPACING_MM
+    shown = [t for t in measurement_texts(page) if t.endswith("mm")]
+    assert math.isclose(float(shown[0].split()[0]), expected, rel_tol=0.03), (shown, expected)
+    page.keyboard.press("2")
+    wait_for(page, "document.querySelector('.vp').dataset.voi === 'W 1500 L -600'")
+    screenshot(page, "viewer-webgl-stack")
+    assert page.console_errors == []
