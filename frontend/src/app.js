@@ -21,10 +21,10 @@ import {
 
 import { AnnotationStore } from './annotations.js';
 import { firstSeries, value } from './dicomweb.js';
-import { LAYOUTS, MAX_VIEWPORTS, buildLayout, el } from './layout.js';
+import { LAYOUTS, buildLayout, el } from './layout.js';
 import { MprView } from './mpr.js';
 import { createOverlay, updateOverlay } from './overlay.js';
-import { PRIMARY_TOOLS, STACK_GROUP, WINDOW_PRESETS, createToolGroups, setPrimaryTool } from './tools.js';
+import { PRIMARY_TOOLS, WINDOW_PRESETS, createToolGroups, setPrimaryTool } from './tools.js';
 
 const ENGINE_ID = 'radpacs';
 const SYNC_ID = 'radpacs-slice-sync';
@@ -284,7 +284,7 @@ export class Viewer {
   disableSlot(slot) {
     if (!this.engine.getViewport(slot.viewportId)) return;
     this.stopCine(slot.index);
-    this.synchronizer()?.remove({ renderingEngineId: ENGINE_ID, viewportId: slot.viewportId });
+    this.sync?.remove({ renderingEngineId: ENGINE_ID, viewportId: slot.viewportId });
     this.groups.stack.removeViewports(ENGINE_ID, slot.viewportId);
     this.engine.disableElement(slot.viewportId);
   }
@@ -591,10 +591,6 @@ export class Viewer {
     this.status(`Prior of ${formatPriorDate(prior.studyDate)} beside the current study.`);
   }
 
-  synchronizer() {
-    return this.sync;
-  }
-
   /**
    * Linked scrolling keeps the slices that are shown together now together: another
    * study's frame of reference is registered by the offset between the two current
@@ -719,4 +715,3 @@ function formatPriorDate(da) {
   return da && da.length === 8 ? `${da.slice(0, 4)}-${da.slice(4, 6)}-${da.slice(6, 8)}` : da || 'Undated';
 }
 
-export { MAX_VIEWPORTS, STACK_GROUP };
