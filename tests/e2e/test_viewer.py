@@ -13,11 +13,11 @@ from playwright.sync_api import Page
 
 from accounts.roles import Role
 from pacs.models import Annotation
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import NEEDS_POSTGRESQL, screenshot
 from tests.e2e.test_layout import has_horizontal_overflow, log_in
 from tests.factories import archived_study, member
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), NEEDS_POSTGRESQL]
 
 SLICES = 30
 SIZE = 128

@@ -13,11 +13,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 from django.core.wsgi import get_wsgi_application
 
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import NEEDS_POSTGRESQL, screenshot
 from tests.e2e.test_viewer import SIZE, SLICES, open_viewer, wait_for
 from tests.factories import PASSWORD, archived_study
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), NEEDS_POSTGRESQL]
 
 PREFIX = "/radpacs"
 

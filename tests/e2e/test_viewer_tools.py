@@ -20,7 +20,7 @@ from pydicom.data import get_testdata_file
 from pacs.dicom import synthetic
 from pacs.models import Annotation, Study
 from pacs.services import ingest, study_refresh
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, screenshot
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_POSTGRESQL, screenshot
 from tests.e2e.test_layout import log_in
 from tests.e2e.test_viewer import (
     SIZE,
@@ -35,7 +35,7 @@ from tests.e2e.test_viewer import (
 
 __all__ = ["ct_study", "image_files"]  # fixtures shared with test_viewer.py, used by name
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), NEEDS_POSTGRESQL]
 
 # Where the synthetic phantom (pacs/dicom/synthetic.py::phantom) puts its organs in a
 # SIZE x SIZE slice, as image (column, row) indices. The left lung is on the image's right
