@@ -194,6 +194,47 @@ class Order(models.Model):
         return f"{self.accession_number} {self.procedure.name}"
 
 
+S = Order.Status
+
+# The exam lifecycle (IHE Scheduled Workflow): which status may follow which. Walk-ins
+# arrive without an appointment; a discontinued procedure step goes back to arrived; a
+# cancelled appointment puts the order back to requested.
+EXAM_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.REQUESTED: frozenset({S.SCHEDULED, S.ARRIVED, S.CANCELLED}),
+    S.SCHEDULED: frozenset({S.REQUESTED, S.ARRIVED, S.NO_SHOW, S.CANCELLED}),
+    S.ARRIVED: frozenset({S.SCHEDULED, S.IN_PROGRESS, S.CANCELLED}),
+    S.IN_PROGRESS: frozenset({S.ARRIVED, S.COMPLETED, S.CANCELLED}),
+    S.COMPLETED: frozenset({S.REPORTED, S.FINAL}),
+    S.REPORTED: frozenset({S.FINAL}),
+    S.FINAL: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.NO_SHOW: frozenset({S.SCHEDULED, S.CANCELLED}),
+}
+
+
+class OrderStatusChange(models.Model):
+    """One step of an exam's lifecycle: from which status to which, who, when and how."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.CharField(max_length=16, choices=Order.Status.choices)
+    to_status = models.CharField(max_length=16, choices=Order.Status.choices)
+    changed_at = models.DateTimeField(auto_now_add=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor = models.CharField(
+        max_length=100, blank=True, help_text="Who, when not a user: an AE title, an HL7 sender."
+    )
+    door = models.CharField(max_length=16, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["changed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.order} {self.from_status} -> {self.to_status}"
+
+
 class Appointment(models.Model):
     """An order booked on a room for a time slot."""
 

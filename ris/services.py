@@ -5,10 +5,19 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts import audit
 from accounts.models import Facility, User
-from ris.models import Appointment, Order, Patient, Procedure, Room
+from ris.models import (
+    EXAM_TRANSITIONS,
+    Appointment,
+    Order,
+    OrderStatusChange,
+    Patient,
+    Procedure,
+    Room,
+)
 
 
 class RisError(Exception):
@@ -112,9 +121,8 @@ def appointment_book(
     appointment = Appointment.objects.create(
         facility=order.facility, order=order, room=room, starts_at=starts_at, ends_at=ends_at
     )
-    Order.objects.filter(pk=order.pk).update(status=Order.Status.SCHEDULED)
-    order.status = Order.Status.SCHEDULED
     audit.record(action=audit.Action.CREATE, obj=appointment, user=actor, door=door)
+    order_status_set(order=order, status=Order.Status.SCHEDULED, actor=actor, door=door)
     return appointment
 
 
@@ -124,17 +132,44 @@ def order_status_set(
     order: Order,
     status: str,
     actor: User | None = None,
+    actor_name: str = "",
     door: str = audit.Door.PAGE,
+    reason: str = "",
 ) -> Order:
-    """Record a new exam status; the front-desk issue puts the state machine in front."""
-    previous = order.status
-    Order.objects.filter(pk=order.pk).update(status=status)
+    """Move the exam to `status` if the lifecycle allows it from where it is now.
+
+    The row is locked, so two doors (a clerk, the modality's MPPS, the HIS) changing the
+    same exam at once apply one after the other, each checked against the other's result.
+    """
+    current = Order.objects.select_for_update().only("status").get(pk=order.pk).status
+    if status == current:
+        order.status = current
+        return order
+    allowed = EXAM_TRANSITIONS.get(current, frozenset())
+    if status not in allowed:
+        labels = dict(Order.Status.choices)
+        options = ", ".join(sorted(labels[s].lower() for s in allowed)) or "nothing: it is closed"
+        raise RisError(
+            f"An exam that is {labels[current].lower()} cannot become "
+            f"{labels.get(status, status).lower()} (it can become: {options})."
+        )
+    Order.objects.filter(pk=order.pk).update(status=status, updated_at=timezone.now())
     order.status = status
+    OrderStatusChange.objects.create(
+        order=order,
+        from_status=current,
+        to_status=status,
+        user=actor,
+        actor=actor_name[:100],
+        door=door,
+        reason=reason[:200],
+    )
     audit.record(
         action=audit.Action.UPDATE,
         obj=order,
         user=actor,
+        actor=actor_name,
         door=door,
-        detail={"status": [previous, status]},
+        detail={"status": [current, status], **({"reason": reason} if reason else {})},
     )
     return order

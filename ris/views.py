@@ -58,7 +58,10 @@ def order_list(request: HttpRequest) -> HttpResponse:
 @capability_required(Capability.VIEW_ORDERS)
 def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
     order = get_object_or_404(
-        selectors.order_list(user=request.user).prefetch_related("appointments__room"), pk=pk
+        selectors.order_list(user=request.user).prefetch_related(
+            "appointments__room", "status_changes__user"
+        ),
+        pk=pk,
     )
     audit.record_request(request, action=audit.Action.VIEW, obj=order)
     studies = pacs_selectors.studies_visible_to(request.user).filter(order=order)

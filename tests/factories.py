@@ -124,6 +124,14 @@ class FeeFactory(factory.django.DjangoModelFactory):
     effective_from = dt.date(2026, 1, 1)
 
 
+def exam_completed(order: Order) -> Order:
+    """Walk an order through the lifecycle to completed, as the front desk and the
+    modality would (arrived, in progress, completed)."""
+    for status in (Order.Status.ARRIVED, Order.Status.IN_PROGRESS, Order.Status.COMPLETED):
+        services.order_status_set(order=order, status=status)
+    return order
+
+
 def client_for(user: User) -> Client:
     """A browser session logged in as `user`."""
     client = Client()

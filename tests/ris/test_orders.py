@@ -14,6 +14,7 @@ from tests.factories import (
     appointment_for,
     archived_study,
     client_for,
+    exam_completed,
     order_for,
 )
 
@@ -117,7 +118,7 @@ def test_the_reading_list_puts_stat_first_then_the_longest_waiting(radiologist, 
     routine_new = order_for(PatientFactory(facility=facility_a))
     pending = order_for(PatientFactory(facility=facility_a))
     for order in (routine_old, stat, routine_new):
-        services.order_status_set(order=order, status=Order.Status.COMPLETED)
+        exam_completed(order)
     response = client_for(radiologist).get(reverse("ris:reading_list"))
     assert response.context["orders"] == [stat, routine_old, routine_new]
     assert pending.accession_number not in response.content.decode()
@@ -137,7 +138,7 @@ def test_the_reading_list_and_the_order_open_its_images_in_the_viewer(
     order = order_for(patient)
     study = archived_study(facility_a, patient.mrn, accession=order.accession_number)
     assert study.order == order
-    services.order_status_set(order=order, status=Order.Status.COMPLETED)
+    exam_completed(order)
     viewer = reverse("viewer:study", args=[study.study_instance_uid])
     client = client_for(radiologist)
     assert viewer in client.get(reverse("ris:reading_list")).content.decode()

@@ -312,4 +312,9 @@ class Command(BaseCommand):
             next_free[(room.pk, day)] = appointment.ends_at + dt.timedelta(minutes=15)
             if day == today:
                 # Done at the modality this morning: images in, ready for the reading list.
-                services.order_status_set(order=order, status=Order.Status.COMPLETED, actor=clerk)
+                for status in (
+                    Order.Status.ARRIVED,
+                    Order.Status.IN_PROGRESS,
+                    Order.Status.COMPLETED,
+                ):
+                    services.order_status_set(order=order, status=status, actor=clerk)
