@@ -168,6 +168,11 @@ class Order(models.Model):
     diagnosis_codes = models.CharField(
         max_length=200, blank=True, help_text="ICD-10 codes, comma separated."
     )
+    study_instance_uid = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Given to the modality in the worklist, so its images carry it (0020,000D).",
+    )
     images_received_at = models.DateTimeField(
         null=True, blank=True, help_text="When the archive first received a study for it."
     )

@@ -6,9 +6,11 @@ import datetime as dt
 
 from django.db import transaction
 from django.utils import timezone
+from pydicom.uid import generate_uid
 
 from accounts import audit
 from accounts.models import Facility, User
+from pacs.dicom.vocabulary import UID_ROOT
 from ris.models import (
     EXAM_TRANSITIONS,
     Appointment,
@@ -92,6 +94,7 @@ def order_create(
         patient=patient,
         procedure=procedure,
         accession_number=accession_number_next(patient.facility),
+        study_instance_uid=generate_uid(prefix=UID_ROOT),
         placer_order_number=placer_order_number,
         priority=priority,
         referring_physician=referring_physician,

@@ -21,7 +21,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-UID_ROOT = "1.2.826.0.1.3680043.10.1482."  # pydicom's root + a RadPACS branch
+from pacs.dicom.vocabulary import UID_ROOT
 
 
 def new_uid() -> str:

@@ -3,6 +3,9 @@
 from django.core.exceptions import ValidationError
 from django.db import models
 
+# UIDs we make (orders' Study Instance UIDs, test data): pydicom's root + a RadPACS branch.
+UID_ROOT = "1.2.826.0.1.3680043.10.1482."
+
 
 class Modality(models.TextChoices):
     """Modality (0008,0060) defined terms used for scheduling and routing (PS3.3 C.7.3.1.1.1)."""

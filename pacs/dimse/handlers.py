@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UncompressedTransferSyntaxes
 from pynetdicom import build_context, events, evt
 from pynetdicom.sop_class import (
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -28,6 +29,7 @@ from accounts import audit
 from pacs import services, storage
 from pacs.dimse import peers, query
 from pacs.models import Instance, Study
+from ris import worklist
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +144,9 @@ def _model(event: events.Event) -> str:
 
 
 def handle_find(event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
+    if event.request.AffectedSOPClassUID == ModalityWorklistInformationFind:
+        yield from _worklist(event)
+        return
     peer = peer_of(event)
     if peer is None or not peer.may_query:
         yield failure(NOT_AUTHORIZED, "calling AE title may not query here"), None
@@ -172,6 +177,45 @@ def handle_find(event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
     finally:
         if shown:
             _audit_read(event, peer, action=audit.Action.LIST, detail={"matches": shown})
+    yield SUCCESS, None
+
+
+def _worklist(event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
+    """Modality Worklist: any known peer (a room's modality above all) gets the scheduled
+    steps of its own facility."""
+    peer = peer_of(event)
+    if peer is None:
+        yield failure(NOT_AUTHORIZED, "calling AE title may not query the worklist"), None
+        return
+    _usable_connection()
+    shown = 0
+    try:
+        for match in worklist.find(
+            event.identifier, facility_id=peer.facility.pk, limit=settings.DICOM_FIND_LIMIT
+        ):
+            if event.is_cancelled:
+                yield CANCELLED, None
+                return
+            shown += 1
+            yield PENDING, match
+    except query.QueryError as error:
+        yield failure(IDENTIFIER_DOES_NOT_MATCH, str(error)), None
+        return
+    except Exception:
+        logger.exception("worklist C-FIND from %s failed", peer.ae_title)
+        yield failure(UNABLE_TO_PROCESS, "worklist error"), None
+        return
+    finally:
+        if shown:
+            audit.record(
+                action=audit.Action.LIST,
+                door=audit.Door.DIMSE,
+                actor=peer.ae_title,
+                facility=peer.facility,
+                remote_addr=event.assoc.requestor.address,
+                object_type="appointment",
+                detail={"worklist": True, "matches": shown},
+            )
     yield SUCCESS, None
 
 

@@ -361,12 +361,17 @@ def _wildcard(field: str, pattern: str, *, ignore_case: bool) -> Q:
     """Wildcard matching (C.2.2.2.4) as an anchored regular expression; the literal
     prefix also becomes a LIKE 'prefix%' (escaped by Django) the database can use."""
     prefix = re.split(r"[*?]", pattern, maxsplit=1)[0]
-    regex = "^" + _regex(pattern, star=".*", one=".") + "$"
+    regex = wildcard_regex(pattern)
     condition = Q(**{f"{field}__{'iregex' if ignore_case else 'regex'}": regex})
     if prefix:
         lookup = "istartswith" if ignore_case else "startswith"
         condition &= Q(**{f"{field}__{lookup}": prefix})
     return condition
+
+
+def wildcard_regex(pattern: str) -> str:
+    """A DICOM wildcard value ('*', '?') as an anchored regular expression."""
+    return "^" + _regex(pattern, star=".*", one=".") + "$"
 
 
 def _regex(pattern: str, *, star: str, one: str) -> str:

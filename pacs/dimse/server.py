@@ -18,6 +18,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -95,6 +96,7 @@ def build_ae() -> ArchiveAE:
             context.abstract_syntax, STORE_TRANSFER_SYNTAXES, scp_role=True, scu_role=True
         )
     for model in (
+        ModalityWorklistInformationFind,
         PatientRootQueryRetrieveInformationModelFind,
         PatientRootQueryRetrieveInformationModelMove,
         PatientRootQueryRetrieveInformationModelGet,
