@@ -468,7 +468,8 @@ def refresh_pending_studies() -> int:
 
 
 def study_match(study: Study) -> dict[str, int | None]:
-    """The RIS patient and order of a study, by Patient ID + issuer and Accession Number.
+    """The RIS patient and order of a study, by Patient ID + issuer and Accession Number
+    (or the Study Instance UID the worklist gave the modality).
 
     A study whose patient cannot be found is left unmatched for a human to reconcile;
     an order is linked only when its patient agrees with the study's.
@@ -486,6 +487,11 @@ def study_match(study: Study) -> dict[str, int | None]:
     if study.accession_number:
         order = Order.objects.filter(
             facility=facility, accession_number=study.accession_number
+        ).first()
+    if order is None:
+        # A modality that took the worklist's Study Instance UID but no accession number.
+        order = Order.objects.filter(
+            facility=facility, study_instance_uid=study.study_instance_uid
         ).first()
     if order is not None and patient is not None and order.patient_id != patient.pk:
         logger.warning(

@@ -234,6 +234,19 @@ def test_a_study_is_linked_to_its_patient_and_order_after_commit(
     assert not study.needs_refresh
 
 
+def test_a_study_with_the_worklists_study_uid_and_no_accession_links_its_order(
+    facility_a, django_capture_on_commit_callbacks
+):
+    patient = PatientFactory(facility=facility_a, mrn="MRN42")
+    order = order_for(patient)
+    spec = synthetic.StudySpec(
+        patient=synthetic.PatientSpec(patient_id="MRN42"), study_uid=order.study_instance_uid
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest(small_ct(spec), facility=facility_a, door="dimse")
+    assert Study.objects.get().order == order
+
+
 def test_a_study_of_an_unknown_patient_is_kept_unmatched(
     facility_a, study_spec, django_capture_on_commit_callbacks
 ):
