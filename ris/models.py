@@ -268,3 +268,36 @@ class Appointment(models.Model):
     @property
     def patient_id(self) -> int:
         return self.order.patient_id
+
+
+class PerformedProcedureStep(models.Model):
+    """A Modality Performed Procedure Step (PS3.4 F.7) a modality reported over DICOM:
+    kept whole, so what was performed is never lost even when it cannot move the exam."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "IN PROGRESS", "In progress"
+        COMPLETED = "COMPLETED", "Completed"
+        DISCONTINUED = "DISCONTINUED", "Discontinued"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    order = models.ForeignKey(
+        Order, on_delete=models.SET_NULL, null=True, blank=True, related_name="performed_steps"
+    )
+    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    station_ae_title = models.CharField("station AE title", max_length=16)
+    attributes = models.JSONField(help_text="The step's attributes as last set, DICOM JSON.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"MPPS {self.sop_instance_uid} {self.status}"
+
+    @property
+    def patient_id(self) -> int | None:
+        return self.order.patient_id if self.order else None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from django.db import transaction
 from django.utils import timezone
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from accounts import audit
@@ -17,9 +19,12 @@ from ris.models import (
     Order,
     OrderStatusChange,
     Patient,
+    PerformedProcedureStep,
     Procedure,
     Room,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class RisError(Exception):
@@ -176,3 +181,148 @@ def order_status_set(
         detail={"status": [current, status], **({"reason": reason} if reason else {})},
     )
     return order
+
+
+# ---- Modality Performed Procedure Step (PS3.4 F.7) -----------------------------------
+
+
+class MppsError(Exception):
+    """An N-CREATE or N-SET refused: `status` is the DIMSE status, the message says why."""
+
+    def __init__(self, status: int, message: str, error_id: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_id = error_id
+
+
+# DIMSE statuses (PS3.7 C) and the MPPS-specific error ID (PS3.4 F.7.2.2.4).
+INVALID_ATTRIBUTE_VALUE = 0x0106
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+MISSING_ATTRIBUTE = 0x0120
+MAY_NO_LONGER_BE_UPDATED = 0xA710
+
+_MPPS = PerformedProcedureStep.Status
+
+
+def _mpps_status(attributes: Dataset, *, required: bool) -> str | None:
+    value = str(attributes.get("PerformedProcedureStepStatus", "") or "").strip()
+    if not value:
+        if required:
+            raise MppsError(MISSING_ATTRIBUTE, "Performed Procedure Step Status is missing")
+        return None
+    if value not in _MPPS.values:
+        raise MppsError(
+            INVALID_ATTRIBUTE_VALUE,
+            f"status {value!r}: not IN PROGRESS, COMPLETED or DISCONTINUED",
+        )
+    return value
+
+
+def _performed_order(attributes: Dataset, facility: Facility) -> Order | None:
+    """The exam the step performs: by accession number, else the worklist's Study UID."""
+    for item in attributes.get("ScheduledStepAttributesSequence") or []:
+        accession = str(item.get("AccessionNumber", "") or "").strip()
+        study_uid = str(item.get("StudyInstanceUID", "") or "").strip()
+        orders = Order.objects.filter(facility=facility)
+        order = (accession and orders.filter(accession_number=accession).first()) or (
+            study_uid and orders.filter(study_instance_uid=study_uid).first()
+        )
+        if order:
+            return order
+    return None
+
+
+def _move_exam(order: Order, steps: tuple[str, ...], *, station: str, reason: str) -> None:
+    """Walk the exam through `steps`; a step the lifecycle refuses (the exam was cancelled
+    meanwhile, say) leaves the exam where it is: the step itself is kept regardless."""
+    for status in steps:
+        try:
+            order_status_set(
+                order=order, status=status, actor_name=station, door=audit.Door.DIMSE, reason=reason
+            )
+        except RisError as refusal:
+            logger.warning("MPPS from %s for %s: %s", station, order.accession_number, refusal)
+            return
+
+
+@transaction.atomic
+def mpps_create(
+    *, facility: Facility, station_ae_title: str, sop_instance_uid: str, attributes: Dataset
+) -> PerformedProcedureStep:
+    """N-CREATE: the modality started an exam (status IN PROGRESS, PS3.4 F.7.2.1)."""
+    status = _mpps_status(attributes, required=True)
+    if status != _MPPS.IN_PROGRESS:
+        raise MppsError(
+            INVALID_ATTRIBUTE_VALUE, "a performed procedure step is created IN PROGRESS"
+        )
+    if PerformedProcedureStep.objects.filter(sop_instance_uid=sop_instance_uid).exists():
+        raise MppsError(DUPLICATE_SOP_INSTANCE, "a step with this SOP Instance UID exists")
+    order = _performed_order(attributes, facility)
+    step = PerformedProcedureStep.objects.create(
+        facility=facility,
+        order=order,
+        sop_instance_uid=sop_instance_uid,
+        status=status,
+        station_ae_title=station_ae_title[:16],
+        attributes=attributes.to_json_dict(),
+    )
+    if order is not None and order.status in (Order.Status.SCHEDULED, Order.Status.REQUESTED):
+        # Started without a check-in at the desk: the patient is evidently there.
+        _move_exam(order, (Order.Status.ARRIVED,), station=station_ae_title, reason="MPPS")
+    if order is not None:
+        _move_exam(order, (Order.Status.IN_PROGRESS,), station=station_ae_title, reason="MPPS")
+    audit.record(
+        action=audit.Action.CREATE,
+        obj=step,
+        actor=station_ae_title,
+        door=audit.Door.DIMSE,
+        facility=facility,
+        detail={"status": status, "order": order.accession_number if order else None},
+    )
+    return step
+
+
+@transaction.atomic
+def mpps_set(
+    *, facility: Facility, station_ae_title: str, sop_instance_uid: str, changes: Dataset
+) -> PerformedProcedureStep:
+    """N-SET: more attributes, and finally COMPLETED or DISCONTINUED (PS3.4 F.7.2.2)."""
+    step = (
+        PerformedProcedureStep.objects.select_for_update()
+        .filter(sop_instance_uid=sop_instance_uid, facility=facility)
+        .first()
+    )
+    if step is None:
+        raise MppsError(NO_SUCH_OBJECT_INSTANCE, "no performed procedure step with this UID")
+    if step.status != _MPPS.IN_PROGRESS:
+        raise MppsError(
+            PROCESSING_FAILURE,
+            f"the step is {step.status} and may no longer be updated",
+            MAY_NO_LONGER_BE_UPDATED,
+        )
+    status = _mpps_status(changes, required=False) or step.status
+    merged = Dataset.from_json(step.attributes)
+    for element in changes:
+        merged[element.tag] = element
+    step.status = status
+    step.attributes = merged.to_json_dict()
+    step.save(update_fields=["status", "attributes", "updated_at"])
+    order = step.order
+    if order is not None and status == _MPPS.COMPLETED:
+        _move_exam(order, (Order.Status.COMPLETED,), station=station_ae_title, reason="MPPS")
+    if order is not None and status == _MPPS.DISCONTINUED:
+        reason = "MPPS discontinued"
+        for code in changes.get("PerformedProcedureStepDiscontinuationReasonCodeSequence") or []:
+            reason = f"MPPS discontinued: {code.get('CodeMeaning', '')}".rstrip(": ")
+        _move_exam(order, (Order.Status.ARRIVED,), station=station_ae_title, reason=reason)
+    audit.record(
+        action=audit.Action.UPDATE,
+        obj=step,
+        actor=station_ae_title,
+        door=audit.Door.DIMSE,
+        facility=facility,
+        detail={"status": status},
+    )
+    return step

@@ -99,7 +99,7 @@ def handle_close(event: events.Event) -> None:
     connections.close_all()
 
 
-def _usable_connection() -> None:
+def usable_connection() -> None:
     """Keep one database connection per association (a new PostgreSQL connection costs
     a backend fork, more than a whole C-STORE); drop it only when an error broke it."""
     if connection.connection is not None and connection.errors_occurred:
@@ -114,7 +114,7 @@ def handle_store(event: events.Event) -> int | Dataset:
     peer = peer_of(event)
     if peer is None or not peer.may_store:
         return failure(NOT_AUTHORIZED, "calling AE title may not store here")
-    _usable_connection()
+    usable_connection()
     try:
         services.ingest(
             event.encoded_dataset(),
@@ -151,7 +151,7 @@ def handle_find(event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
     if peer is None or not peer.may_query:
         yield failure(NOT_AUTHORIZED, "calling AE title may not query here"), None
         return
-    _usable_connection()
+    usable_connection()
     shown = 0
     try:
         for match in query.find(
@@ -187,7 +187,7 @@ def _worklist(event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
     if peer is None:
         yield failure(NOT_AUTHORIZED, "calling AE title may not query the worklist"), None
         return
-    _usable_connection()
+    usable_connection()
     shown = 0
     try:
         for match in worklist.find(
@@ -341,7 +341,7 @@ def handle_move(event: events.Event) -> Iterator[Any]:
     if peer is None or not peer.may_query:
         yield None, None
         return
-    _usable_connection()
+    usable_connection()
     destination_title = event.move_destination
     if isinstance(destination_title, bytes):
         destination_title = destination_title.decode("ascii", "replace")
@@ -379,7 +379,7 @@ def handle_get(event: events.Event) -> Iterator[Any]:
         yield 0
         yield failure(NOT_AUTHORIZED, "calling AE title may not retrieve here"), None
         return
-    _usable_connection()
+    usable_connection()
     instances = _selected(event, peer)
     if isinstance(instances, Dataset):
         yield 0

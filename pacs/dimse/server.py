@@ -18,6 +18,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -29,7 +30,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pacs.dimse import handlers, peers
+from pacs.dimse import handlers, mpps, peers
 
 # pynetdicom picks, for each proposed context, the first of *our* syntaxes the peer
 # proposed. A peer proposing a compressed syntax has the data compressed: take it as is.
@@ -78,6 +79,8 @@ EVENT_HANDLERS = [
     (evt.EVT_C_FIND, handlers.handle_find),
     (evt.EVT_C_MOVE, handlers.handle_move),
     (evt.EVT_C_GET, handlers.handle_get),
+    (evt.EVT_N_CREATE, mpps.handle_n_create),
+    (evt.EVT_N_SET, mpps.handle_n_set),
 ]
 
 
@@ -96,6 +99,7 @@ def build_ae() -> ArchiveAE:
             context.abstract_syntax, STORE_TRANSFER_SYNTAXES, scp_role=True, scu_role=True
         )
     for model in (
+        ModalityPerformedProcedureStep,
         ModalityWorklistInformationFind,
         PatientRootQueryRetrieveInformationModelFind,
         PatientRootQueryRetrieveInformationModelMove,
