@@ -282,6 +282,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the exam status, wherever a serializer uses it.
+    "ENUM_NAME_OVERRIDES": {"ExamStatusEnum": "ris.models.Order.Status"},
 }
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
