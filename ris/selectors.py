@@ -65,6 +65,13 @@ def reading_list(*, user: User) -> QuerySet[Order]:
     )
 
 
+def desk_appointments(*, user: User) -> QuerySet[Appointment]:
+    """Appointments the user may act on at the desk (check in, move, cancel)."""
+    return Appointment.objects.visible_to(user, Capability.EDIT_ORDERS).select_related(
+        "order__patient", "room"
+    )
+
+
 def day_schedule(*, user: User, day: dt.date | None = None) -> QuerySet[Appointment]:
     day = day or timezone.localdate()
     start = timezone.make_aware(dt.datetime.combine(day, dt.time.min))

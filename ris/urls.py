@@ -9,5 +9,6 @@ urlpatterns = [
     path("orders/", views.order_list, name="order_list"),
     path("orders/<int:pk>/", views.order_detail, name="order_detail"),
     path("schedule/", views.schedule, name="schedule"),
+    path("appointments/<int:pk>/check-in/", views.check_in, name="check_in"),
     path("reading/", views.reading_list, name="reading_list"),
 ]

@@ -1,15 +1,19 @@
 import datetime as dt
 
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts import audit
 from accounts.permissions import capability_required
 from accounts.roles import Capability
+from accounts.scoping import facility_ids_for
 from pacs import selectors as pacs_selectors
-from ris import selectors
+from ris import selectors, services
 from ris.models import Order, Patient
 
 
@@ -82,7 +86,28 @@ def schedule(request: HttpRequest) -> HttpResponse:
         object_type="appointment",
         query={"day": str(day or "")},
     )
-    return render(request, "ris/schedule.html", {"appointments": appointments, "day": day})
+    can_check_in = facility_ids_for(request.user, Capability.EDIT_ORDERS)
+    return render(
+        request,
+        "ris/schedule.html",
+        {"appointments": appointments, "day": day, "can_check_in": can_check_in},
+    )
+
+
+@require_POST
+@capability_required(Capability.EDIT_ORDERS)
+def check_in(request: HttpRequest, pk: int) -> HttpResponse:
+    """One click at the desk: the patient of this appointment has arrived."""
+    appointment = get_object_or_404(selectors.desk_appointments(user=request.user), pk=pk)
+    order = appointment.order
+    try:
+        services.order_status_set(order=order, status=Order.Status.ARRIVED, actor=request.user)
+    except services.RisError as error:
+        messages.error(request, f"{order.patient.display_name}: {error}")
+    else:
+        messages.success(request, f"{order.patient.display_name} checked in.")
+    day = appointment.starts_at.astimezone(timezone.get_current_timezone()).date()
+    return redirect(f"{reverse('ris:schedule')}?day={day.isoformat()}")
 
 
 @require_GET

@@ -3,6 +3,7 @@ import threading
 import pytest
 from django.db import IntegrityError, connection, connections
 from django.urls import reverse
+from django.utils import timezone
 
 from ris import services
 from ris.models import Order, Patient
@@ -163,3 +164,25 @@ def test_patient_list_query_count_does_not_grow_with_rows(
     client = client_for(clerk)
     with django_assert_max_num_queries(14):
         assert client.get(reverse("ris:patient_list")).status_code == 200
+
+
+def test_the_front_desk_checks_a_patient_in_with_one_click(clerk, facility_a, facility_b):
+    order = order_for(PatientFactory(facility=facility_a, family_name="Arrives"))
+    appointment = appointment_for(order)
+    client = client_for(clerk)
+    day = timezone.localtime(appointment.starts_at).date().isoformat()
+    page = client.get(reverse("ris:schedule"), {"day": day}).content.decode()
+    check_in = reverse("ris:check_in", args=[appointment.pk])
+    assert check_in in page
+    response = client.post(check_in, follow=True)
+    assert response.redirect_chain[-1][0].endswith(f"?day={day}")
+    order.refresh_from_db()
+    assert order.status == Order.Status.ARRIVED
+    assert "Arrives, Alex checked in." in response.content.decode()
+    assert check_in not in response.content.decode(), "no second check-in button"
+    client.post(check_in)  # a double click checks in once
+    assert order.status_changes.filter(to_status=Order.Status.ARRIVED).count() == 1
+
+    elsewhere = appointment_for(order_for(PatientFactory(facility=facility_b)))
+    assert client.post(reverse("ris:check_in", args=[elsewhere.pk])).status_code == 404
+    assert client.get(check_in).status_code == 405
