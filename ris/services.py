@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -126,12 +126,43 @@ def appointment_book(
     if order.status not in (Order.Status.REQUESTED, Order.Status.SCHEDULED):
         raise RisError(f"An order that is {order.get_status_display().lower()} cannot be booked.")
     ends_at = starts_at + dt.timedelta(minutes=order.procedure.duration_minutes)
-    appointment = Appointment.objects.create(
-        facility=order.facility, order=order, room=room, starts_at=starts_at, ends_at=ends_at
+    # Bookings of one room queue on its row: the overlap check below then sees every
+    # booking committed before it. PostgreSQL's exclusion constraint is the backstop.
+    Room.objects.select_for_update().filter(pk=room.pk).first()
+    clash = (
+        Appointment.objects.filter(
+            room=room, is_cancelled=False, starts_at__lt=ends_at, ends_at__gt=starts_at
+        )
+        .select_related("order")
+        .first()
     )
+    if clash is not None:
+        raise RisError(_booked_message(room, clash))
+    try:
+        with transaction.atomic():
+            appointment = Appointment.objects.create(
+                facility=order.facility,
+                order=order,
+                room=room,
+                starts_at=starts_at,
+                ends_at=ends_at,
+            )
+    except IntegrityError as error:
+        if "appointment_no_double_booking" not in str(error):
+            raise
+        raise RisError(f"{room.name} was booked for that time meanwhile.") from error
     audit.record(action=audit.Action.CREATE, obj=appointment, user=actor, door=door)
     order_status_set(order=order, status=Order.Status.SCHEDULED, actor=actor, door=door)
     return appointment
+
+
+def _booked_message(room: Room, clash: Appointment) -> str:
+    start = timezone.localtime(clash.starts_at)
+    end = timezone.localtime(clash.ends_at)
+    return (
+        f"{room.name} is booked {start:%Y-%m-%d %H:%M} to {end:%H:%M} "
+        f"({clash.order.accession_number})."
+    )
 
 
 @transaction.atomic

@@ -1,12 +1,13 @@
+import datetime as dt
 import threading
 
 import pytest
-from django.db import IntegrityError, connection, connections
+from django.db import IntegrityError, connection, connections, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from ris import services
-from ris.models import Order, Patient
+from ris.models import Appointment, Order, Patient
 from tests.factories import (
     FacilityFactory,
     PatientFactory,
@@ -186,3 +187,76 @@ def test_the_front_desk_checks_a_patient_in_with_one_click(clerk, facility_a, fa
     elsewhere = appointment_for(order_for(PatientFactory(facility=facility_b)))
     assert client.post(reverse("ris:check_in", args=[elsewhere.pk])).status_code == 404
     assert client.get(check_in).status_code == 405
+
+
+def test_a_room_cannot_be_booked_twice_for_overlapping_times(facility_a):
+    room = RoomFactory(facility=facility_a, name="CT 1")
+    first = order_for(PatientFactory(facility=facility_a))
+    second = order_for(PatientFactory(facility=facility_a))
+    nine = timezone.make_aware(dt.datetime(2026, 12, 1, 9, 0))
+    services.appointment_book(order=first, room=room, starts_at=nine)  # 20 minutes
+    with pytest.raises(services.RisError) as refused:
+        services.appointment_book(
+            order=second, room=room, starts_at=nine + dt.timedelta(minutes=10)
+        )
+    assert str(refused.value) == (
+        f"CT 1 is booked 2026-12-01 09:00 to 09:20 ({first.accession_number})."
+    )
+    second.refresh_from_db()
+    assert second.status == Order.Status.REQUESTED
+    services.appointment_book(order=second, room=room, starts_at=nine + dt.timedelta(minutes=20))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
+def test_two_clerks_booking_the_same_slot_at_once_get_one_booking():
+    facility = FacilityFactory(code="RACE")
+    room = RoomFactory(facility=facility)
+    orders = [order_for(PatientFactory(facility=facility)) for _ in range(6)]
+    starts = timezone.make_aware(dt.datetime(2026, 12, 1, 9, 0))
+    booked: list[int] = []
+    refused: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(orders))
+
+    def book(order: Order) -> None:
+        try:
+            barrier.wait()
+            booked.append(services.appointment_book(order=order, room=room, starts_at=starts).pk)
+        except services.RisError as error:
+            refused.append(str(error))
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=book, args=(order,)) for order in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(booked) == 1 and len(refused) == 5
+    assert Appointment.objects.filter(room=room, is_cancelled=False).count() == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="exclusion constraint")
+def test_the_database_itself_refuses_an_overlapping_appointment(facility_a):
+    order = order_for(PatientFactory(facility=facility_a))
+    booked = appointment_for(order)
+    with pytest.raises(IntegrityError, match="appointment_no_double_booking"), transaction.atomic():
+        Appointment.objects.create(
+            facility=facility_a,
+            order=order,
+            room=booked.room,
+            starts_at=booked.starts_at + dt.timedelta(minutes=5),
+            ends_at=booked.ends_at + dt.timedelta(minutes=5),
+        )
+    Appointment.objects.filter(pk=booked.pk).update(is_cancelled=True)
+    Appointment.objects.create(
+        facility=facility_a,
+        order=order,
+        room=booked.room,
+        starts_at=booked.starts_at,
+        ends_at=booked.ends_at,
+    )
