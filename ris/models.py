@@ -126,6 +126,47 @@ class Room(models.Model):
         return f"{self.name} ({self.modality}, {self.ae_title})"
 
 
+class RoomHours(models.Model):
+    """When a room takes appointments on a weekday (facility local time). Several rows for
+    one weekday make a split day: the gaps between them are the breaks."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="hours")
+    weekday = models.PositiveSmallIntegerField(help_text="0 = Monday … 6 = Sunday.")
+    opens = models.TimeField()
+    closes = models.TimeField()
+
+    class Meta:
+        ordering = ["room", "weekday", "opens"]
+        verbose_name_plural = "room hours"
+        constraints = [
+            models.CheckConstraint(condition=Q(weekday__lte=6), name="room_hours_weekday"),
+            models.CheckConstraint(condition=Q(closes__gt=F("opens")), name="room_hours_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room.name} day {self.weekday} {self.opens:%H:%M}-{self.closes:%H:%M}"
+
+
+class RoomClosure(models.Model):
+    """A room out of service for a while: holiday, maintenance, a broken tube."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="closures")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["room", "starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=F("starts_at")), name="room_closure_ends_after_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room.name} closed {self.starts_at:%Y-%m-%d %H:%M} ({self.reason})"
+
+
 class Order(models.Model):
     """An imaging request for one procedure, identified by its accession number."""
 

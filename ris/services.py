@@ -13,6 +13,7 @@ from pydicom.uid import generate_uid
 from accounts import audit
 from accounts.models import Facility, User
 from pacs.dicom.vocabulary import UID_ROOT
+from ris import scheduling
 from ris.models import (
     EXAM_TRANSITIONS,
     Appointment,
@@ -138,6 +139,12 @@ def appointment_book(
     )
     if clash is not None:
         raise RisError(_booked_message(room, clash))
+    if scheduling.has_hours(room) and not scheduling.fits_opening(room, starts_at, ends_at):
+        local = timezone.localtime(starts_at)
+        raise RisError(
+            f"{room.name} is not open (or closed for service) at {local:%Y-%m-%d %H:%M} "
+            f"for {order.procedure.duration_minutes} minutes."
+        )
     try:
         with transaction.atomic():
             appointment = Appointment.objects.create(
