@@ -72,6 +72,13 @@ def desk_appointments(*, user: User) -> QuerySet[Appointment]:
     )
 
 
+def schedule_appointments(*, user: User) -> QuerySet[Appointment]:
+    """Appointments of the facilities whose schedule the user may see."""
+    return Appointment.objects.visible_to(user, Capability.VIEW_SCHEDULE).select_related(
+        "room", "facility", "order__patient", "order__procedure"
+    )
+
+
 def day_schedule(*, user: User, day: dt.date | None = None) -> QuerySet[Appointment]:
     day = day or timezone.localdate()
     start = timezone.make_aware(dt.datetime.combine(day, dt.time.min))

@@ -10,5 +10,6 @@ urlpatterns = [
     path("orders/<int:pk>/", views.order_detail, name="order_detail"),
     path("schedule/", views.schedule, name="schedule"),
     path("appointments/<int:pk>/check-in/", views.check_in, name="check_in"),
+    path("appointments/<int:pk>/letter/", views.appointment_letter, name="appointment_letter"),
     path("reading/", views.reading_list, name="reading_list"),
 ]

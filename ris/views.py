@@ -116,3 +116,12 @@ def reading_list(request: HttpRequest) -> HttpResponse:
     orders = list(selectors.reading_list(user=request.user)[:200])
     audit.record_list(request, objects=orders, object_type="order", query={"list": "reading"})
     return render(request, "ris/reading_list.html", {"orders": orders})
+
+
+@require_GET
+@capability_required(Capability.VIEW_SCHEDULE)
+def appointment_letter(request: HttpRequest, pk: int) -> HttpResponse:
+    """The letter the patient takes home: when, where, and how to prepare."""
+    appointment = get_object_or_404(selectors.schedule_appointments(user=request.user), pk=pk)
+    audit.record_request(request, action=audit.Action.VIEW, obj=appointment)
+    return render(request, "ris/appointment_letter.html", {"appointment": appointment})

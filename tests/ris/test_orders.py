@@ -6,6 +6,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import AuditEvent
 from ris import services
 from ris.models import Appointment, Order, Patient
 from tests.factories import (
@@ -260,3 +261,31 @@ def test_the_database_itself_refuses_an_overlapping_appointment(facility_a):
         starts_at=booked.starts_at,
         ends_at=booked.ends_at,
     )
+
+
+def test_the_appointment_letter_says_when_where_and_how_to_prepare(clerk, facility_a, biller):
+    procedure = ProcedureFactory(
+        facility=facility_a,
+        name="CT abdomen with contrast",
+        preparation="Nothing to eat for 4 hours before.",
+        uses_contrast=True,
+    )
+    order = order_for(
+        PatientFactory(facility=facility_a, family_name="Letter"), procedure=procedure
+    )
+    room = RoomFactory(facility=facility_a, name="CT 1")
+    starts = timezone.make_aware(dt.datetime(2026, 12, 1, 9, 30))
+    appointment = services.appointment_book(order=order, room=room, starts_at=starts)
+    url = reverse("ris:appointment_letter", args=[appointment.pk])
+    page = client_for(clerk).get(url).content.decode()
+    for text in (
+        "CT abdomen with contrast",
+        "Tuesday 1 December 2026, 09:30",
+        "CT 1",
+        order.accession_number,
+        "Nothing to eat for 4 hours before.",
+        "contrast agent",
+    ):
+        assert text in page, text
+    assert AuditEvent.objects.filter(object_type="appointment", action="view").count() == 1
+    assert client_for(biller).get(url).status_code == 403
