@@ -1,15 +1,15 @@
 from django.urls import path
 
-from ris import views
+from ris.views import orders, patients, schedule
 
 app_name = "ris"
 urlpatterns = [
-    path("patients/", views.patient_list, name="patient_list"),
-    path("patients/<int:pk>/", views.patient_detail, name="patient_detail"),
-    path("orders/", views.order_list, name="order_list"),
-    path("orders/<int:pk>/", views.order_detail, name="order_detail"),
-    path("schedule/", views.schedule, name="schedule"),
-    path("appointments/<int:pk>/check-in/", views.check_in, name="check_in"),
-    path("appointments/<int:pk>/letter/", views.appointment_letter, name="appointment_letter"),
-    path("reading/", views.reading_list, name="reading_list"),
+    path("patients/", patients.patient_list, name="patient_list"),
+    path("patients/<int:pk>/", patients.patient_detail, name="patient_detail"),
+    path("orders/", orders.order_list, name="order_list"),
+    path("orders/<int:pk>/", orders.order_detail, name="order_detail"),
+    path("reading/", orders.reading_list, name="reading_list"),
+    path("schedule/", schedule.schedule, name="schedule"),
+    path("appointments/<int:pk>/check-in/", schedule.check_in, name="check_in"),
+    path("appointments/<int:pk>/letter/", schedule.appointment_letter, name="appointment_letter"),
 ]
