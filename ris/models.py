@@ -290,6 +290,19 @@ class Appointment(models.Model):
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     is_cancelled = models.BooleanField(default=False)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=200, blank=True)
+    is_walk_in = models.BooleanField(
+        default=False, help_text="Booked when the patient turned up without an appointment."
+    )
+    moved_from = models.OneToOneField(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="moved_to",
+        help_text="The appointment this one replaced when the exam was moved.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = FacilityScopedQuerySet.as_manager()

@@ -73,6 +73,37 @@ def fits_opening(room: Room, starts_at: dt.datetime, ends_at: dt.datetime) -> bo
     return any(start <= starts_at and ends_at <= end for start, end in intervals)
 
 
+def closure_during(room: Room, starts_at: dt.datetime, ends_at: dt.datetime) -> bool:
+    return RoomClosure.objects.filter(
+        room=room, starts_at__lt=ends_at, ends_at__gt=starts_at
+    ).exists()
+
+
+def earliest_free(
+    room: Room, duration: dt.timedelta, *, not_before: dt.datetime
+) -> dt.datetime | None:
+    """The first start from `not_before` (to the next SLOT_STEP) until the end of that local
+    day when the room is neither booked nor closed, opening hours aside: for walk-ins."""
+    day = timezone.localtime(not_before).date()
+    until = _local(day + dt.timedelta(days=1), dt.time.min)
+    start = _aligned(not_before)
+    holes = list(
+        Appointment.objects.filter(
+            room=room, is_cancelled=False, starts_at__lt=until, ends_at__gt=start
+        ).values_list("starts_at", "ends_at")
+    )
+    holes += list(
+        RoomClosure.objects.filter(room=room, starts_at__lt=until, ends_at__gt=start).values_list(
+            "starts_at", "ends_at"
+        )
+    )
+    for gap_start, gap_end in _subtract([(start, until)], holes):
+        slot = _aligned(gap_start)
+        if slot + duration <= gap_end:
+            return slot
+    return None
+
+
 def free_slots(
     procedure: Procedure,
     first: dt.date,

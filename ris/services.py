@@ -121,11 +121,153 @@ def appointment_book(
     actor: User | None = None,
     door: str = audit.Door.PAGE,
 ) -> Appointment:
-    """Book an order on a room; the scheduling issue adds slot search and overlap rules."""
-    if room.facility_id != order.facility_id:
-        raise RisError("The room is not in the order's facility.")
+    """Book an order on a room: inside the room's opening hours, never over another booking."""
     if order.status not in (Order.Status.REQUESTED, Order.Status.SCHEDULED):
         raise RisError(f"An order that is {order.get_status_display().lower()} cannot be booked.")
+    appointment = _room_take(order=order, room=room, starts_at=starts_at)
+    audit.record(action=audit.Action.CREATE, obj=appointment, user=actor, door=door)
+    order_status_set(order=order, status=Order.Status.SCHEDULED, actor=actor, door=door)
+    return appointment
+
+
+@transaction.atomic
+def appointment_move(
+    *,
+    appointment: Appointment,
+    room: Room,
+    starts_at: dt.datetime,
+    actor: User | None = None,
+    door: str = audit.Door.PAGE,
+    reason: str = "",
+) -> Appointment:
+    """Move an exam to another time or room. The old appointment stays, cancelled, and the
+    new one points to it, so the history shows where the patient was expected before."""
+    order = appointment.order
+    if order.status not in (Order.Status.SCHEDULED, Order.Status.NO_SHOW, Order.Status.ARRIVED):
+        raise RisError(f"An exam that is {order.get_status_display().lower()} cannot be moved.")
+    # Lock both rooms in one order, so two clerks moving exams between the same two rooms
+    # in opposite directions queue instead of deadlocking.
+    list(
+        Room.objects.select_for_update()
+        .filter(pk__in={room.pk, appointment.room_id})
+        .order_by("pk")
+    )
+    old = Appointment.objects.select_for_update().get(pk=appointment.pk)
+    if old.is_cancelled:
+        raise RisError("This appointment was cancelled; book the exam again instead.")
+    local = timezone.localtime(starts_at)
+    _appointment_cancelled(
+        old,
+        reason=f"moved to {room.name} {local:%Y-%m-%d %H:%M}" + (f": {reason}" if reason else ""),
+    )
+    moved = _room_take(order=order, room=room, starts_at=starts_at, moved_from=old)
+    audit.record(
+        action=audit.Action.UPDATE,
+        obj=moved,
+        user=actor,
+        door=door,
+        detail={"moved_from": old.pk, **({"reason": reason} if reason else {})},
+    )
+    if order.status == Order.Status.NO_SHOW:
+        order_status_set(
+            order=order, status=Order.Status.SCHEDULED, actor=actor, door=door, reason="rebooked"
+        )
+    return moved
+
+
+@transaction.atomic
+def appointment_cancel(
+    *,
+    appointment: Appointment,
+    reason: str,
+    cancel_exam: bool = False,
+    actor: User | None = None,
+    door: str = audit.Door.PAGE,
+) -> Appointment:
+    """Cancel an appointment. The exam goes back to requested, to be booked again, unless
+    `cancel_exam` cancels it too (the patient or the referrer no longer wants it)."""
+    reason = reason.strip()
+    if not reason:
+        raise RisError("Give a reason for the cancellation.")
+    locked = Appointment.objects.select_for_update().select_related("order").get(pk=appointment.pk)
+    if locked.is_cancelled:
+        raise RisError("This appointment is already cancelled.")
+    order = locked.order
+    if not cancel_exam and order.status != Order.Status.SCHEDULED:
+        raise RisError(
+            f"The exam is {order.get_status_display().lower()}: cancel the exam, "
+            "not only its appointment."
+        )
+    _appointment_cancelled(locked, reason=reason)
+    audit.record(
+        action=audit.Action.UPDATE,
+        obj=locked,
+        user=actor,
+        door=door,
+        detail={"cancelled": True, "reason": reason},
+    )
+    status = Order.Status.CANCELLED if cancel_exam else Order.Status.REQUESTED
+    order_status_set(order=order, status=status, actor=actor, door=door, reason=reason)
+    appointment.is_cancelled = True
+    return locked
+
+
+@transaction.atomic
+def walk_in(
+    *,
+    order: Order,
+    room: Room | None = None,
+    actor: User | None = None,
+    door: str = audit.Door.PAGE,
+    now: dt.datetime | None = None,
+) -> Appointment:
+    """The patient is here without an appointment: put the exam in the first room that is
+    free now (or `room`), regardless of opening hours, and mark the patient arrived."""
+    if order.status != Order.Status.REQUESTED:
+        raise RisError(
+            f"An exam that is {order.get_status_display().lower()} cannot be a walk-in; "
+            "check the patient in on its appointment instead."
+        )
+    rooms = [room] if room is not None else scheduling.rooms_for(order.procedure)
+    if not rooms:
+        raise RisError(f"No room can perform {order.procedure.name}.")
+    duration = dt.timedelta(minutes=order.procedure.duration_minutes)
+    list(Room.objects.select_for_update().filter(pk__in=[r.pk for r in rooms]).order_by("pk"))
+    now = now or timezone.now()
+    best: tuple[dt.datetime, str, Room] | None = None
+    for candidate in rooms:
+        start = scheduling.earliest_free(candidate, duration, not_before=now)
+        if start is not None and (best is None or (start, candidate.name) < best[:2]):
+            best = (start, candidate.name, candidate)
+    if best is None:
+        names = ", ".join(r.name for r in rooms)
+        raise RisError(f"No time left today in {names} for {order.procedure.name}.")
+    appointment = _room_take(
+        order=order, room=best[2], starts_at=best[0], opening_hours=False, is_walk_in=True
+    )
+    audit.record(
+        action=audit.Action.CREATE, obj=appointment, user=actor, door=door, detail={"walk_in": True}
+    )
+    order_status_set(
+        order=order, status=Order.Status.ARRIVED, actor=actor, door=door, reason="walk-in"
+    )
+    return appointment
+
+
+def _room_take(
+    *,
+    order: Order,
+    room: Room,
+    starts_at: dt.datetime,
+    opening_hours: bool = True,
+    **fields: object,
+) -> Appointment:
+    """The one place an appointment row is written: the room is locked, then checked free
+    (and open, unless `opening_hours` is off for a walk-in); call inside a transaction."""
+    if room.facility_id != order.facility_id:
+        raise RisError("The room is not in the order's facility.")
+    if not room.is_active:
+        raise RisError(f"{room.name} is out of use.")
     ends_at = starts_at + dt.timedelta(minutes=order.procedure.duration_minutes)
     # Bookings of one room queue on its row: the overlap check below then sees every
     # booking committed before it. PostgreSQL's exclusion constraint is the backstop.
@@ -139,28 +281,36 @@ def appointment_book(
     )
     if clash is not None:
         raise RisError(_booked_message(room, clash))
-    if scheduling.has_hours(room) and not scheduling.fits_opening(room, starts_at, ends_at):
-        local = timezone.localtime(starts_at)
-        raise RisError(
-            f"{room.name} is not open (or closed for service) at {local:%Y-%m-%d %H:%M} "
-            f"for {order.procedure.duration_minutes} minutes."
-        )
+    local = timezone.localtime(starts_at)
+    if opening_hours and scheduling.has_hours(room):
+        if not scheduling.fits_opening(room, starts_at, ends_at):
+            raise RisError(
+                f"{room.name} is not open (or closed for service) at {local:%Y-%m-%d %H:%M} "
+                f"for {order.procedure.duration_minutes} minutes."
+            )
+    elif scheduling.closure_during(room, starts_at, ends_at):
+        raise RisError(f"{room.name} is closed for service at {local:%Y-%m-%d %H:%M}.")
     try:
         with transaction.atomic():
-            appointment = Appointment.objects.create(
+            return Appointment.objects.create(
                 facility=order.facility,
                 order=order,
                 room=room,
                 starts_at=starts_at,
                 ends_at=ends_at,
+                **fields,
             )
     except IntegrityError as error:
         if "appointment_no_double_booking" not in str(error):
             raise
         raise RisError(f"{room.name} was booked for that time meanwhile.") from error
-    audit.record(action=audit.Action.CREATE, obj=appointment, user=actor, door=door)
-    order_status_set(order=order, status=Order.Status.SCHEDULED, actor=actor, door=door)
-    return appointment
+
+
+def _appointment_cancelled(appointment: Appointment, *, reason: str) -> None:
+    appointment.is_cancelled = True
+    appointment.cancelled_at = timezone.now()
+    appointment.cancel_reason = reason[:200]
+    appointment.save(update_fields=["is_cancelled", "cancelled_at", "cancel_reason"])
 
 
 def _booked_message(room: Room, clash: Appointment) -> str:
