@@ -7,7 +7,9 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.views import home
 from pacs.api import DicomNodeViewSet
-from ris.api import OrderViewSet, PatientViewSet, ProcedureViewSet, RoomViewSet
+from ris.api.catalogue import ProcedureViewSet, RoomViewSet
+from ris.api.orders import OrderViewSet
+from ris.api.patients import PatientViewSet
 
 router = DefaultRouter()
 router.register("patients", PatientViewSet, basename="patient")

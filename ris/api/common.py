@@ -1,0 +1,33 @@
+"""What every RIS API view shares: reads written to the audit trail."""
+
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts import audit
+
+
+class AuditedReadMixin:
+    """List and retrieve write who read which rows to the audit trail (door: API)."""
+
+    audit_object_type = ""
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        rows = list(page if page is not None else queryset)
+        audit.record_list(
+            request,
+            objects=rows,
+            object_type=self.audit_object_type,
+            door=audit.Door.API,
+            query=dict(request.query_params),
+        )
+        data = self.get_serializer(rows, many=True).data
+        return self.get_paginated_response(data) if page is not None else Response(data)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()
+        audit.record_request(request, action=audit.Action.VIEW, door=audit.Door.API, obj=instance)
+        return Response(self.get_serializer(instance).data)
