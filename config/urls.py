@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.views import home
 from pacs.api import DicomNodeViewSet
+from ris.api.appointments import AppointmentViewSet
 from ris.api.catalogue import ProcedureViewSet, RoomViewSet
 from ris.api.orders import OrderViewSet
 from ris.api.patients import PatientViewSet
@@ -16,6 +17,7 @@ router.register("patients", PatientViewSet, basename="patient")
 router.register("orders", OrderViewSet, basename="order")
 router.register("procedures", ProcedureViewSet, basename="procedure")
 router.register("rooms", RoomViewSet, basename="room")
+router.register("appointments", AppointmentViewSet, basename="appointment")
 router.register("dicom-nodes", DicomNodeViewSet, basename="dicom-node")
 
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from accounts.admin import AuditedAdmin
-from ris.models import Appointment, Order, Patient, Procedure, Room
+from ris.models import Appointment, Order, Patient, Procedure, Room, RoomClosure, RoomHours
 
 
 @admin.register(Patient)
@@ -18,11 +18,23 @@ class ProcedureAdmin(admin.ModelAdmin):
     search_fields = ("code", "name")
 
 
+class RoomHoursInline(admin.TabularInline):
+    model = RoomHours
+    extra = 1
+    help_text = "Several rows on one weekday make a split day; the gaps are breaks."
+
+
+class RoomClosureInline(admin.TabularInline):
+    model = RoomClosure
+    extra = 1
+
+
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
     list_display = ("name", "modality", "ae_title", "facility", "is_active")
     list_filter = ("facility", "modality")
     filter_horizontal = ("procedures",)
+    inlines = [RoomHoursInline, RoomClosureInline]
 
 
 @admin.register(Order)
@@ -36,6 +48,6 @@ class OrderAdmin(AuditedAdmin):
 
 @admin.register(Appointment)
 class AppointmentAdmin(AuditedAdmin):
-    list_display = ("starts_at", "room", "order", "is_cancelled", "facility")
-    list_filter = ("facility", "room")
-    raw_id_fields = ("order",)
+    list_display = ("starts_at", "room", "order", "is_walk_in", "is_cancelled", "facility")
+    list_filter = ("facility", "room", "is_cancelled", "is_walk_in")
+    raw_id_fields = ("order", "moved_from")

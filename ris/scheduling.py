@@ -111,10 +111,15 @@ def free_slots(
     *,
     limit: int = 50,
     not_before: dt.datetime | None = None,
+    room_ids: Iterable[int] | None = None,
 ) -> list[Slot]:
-    """Start times, every SLOT_STEP, where the procedure fits in a room that can do it:
-    open, not closed, not booked. Earliest first, then by room name."""
+    """Start times, every SLOT_STEP, where the procedure fits in a room that can do it
+    (of `room_ids`, when given): open, not closed, not booked. Earliest first, then by
+    room name."""
     rooms = rooms_for(procedure)
+    if room_ids is not None:
+        wanted = set(room_ids)
+        rooms = [room for room in rooms if room.pk in wanted]
     duration = dt.timedelta(minutes=procedure.duration_minutes)
     not_before = not_before or timezone.now()
     open_by_room = opening(rooms, first, last)

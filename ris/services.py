@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -67,6 +68,19 @@ def patient_create(
     return patient
 
 
+ICD10_CODE = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.?[0-9A-TV-Z]{1,4})?$")
+
+
+def icd10_codes_clean(codes: str) -> str:
+    """ICD-10(-CM) codes as "R51.9, S06.0X0A": upper-cased, comma separated, each checked
+    for shape (letter, two digits or 3A/3B, then up to four more), so billing can use them."""
+    cleaned = [code.strip().upper() for code in codes.replace(";", ",").split(",") if code.strip()]
+    bad = [code for code in cleaned if not ICD10_CODE.match(code)]
+    if bad:
+        raise RisError(f"Not an ICD-10 code: {', '.join(bad)}.")
+    return ", ".join(cleaned)
+
+
 def accession_number_next(facility: Facility) -> str:
     """The facility's next accession number, e.g. NORTH0000042; call inside a transaction.
 
@@ -95,6 +109,16 @@ def order_create(
 ) -> Order:
     if procedure.facility_id != patient.facility_id:
         raise RisError("The procedure is not in the patient's facility catalogue.")
+    if not procedure.is_active:
+        raise RisError(f"{procedure.code} {procedure.name} is no longer offered.")
+    diagnosis_codes = icd10_codes_clean(diagnosis_codes)
+    if (
+        placer_order_number
+        and Order.objects.filter(
+            facility=patient.facility, placer_order_number=placer_order_number
+        ).exists()
+    ):
+        raise RisError(f"Placer order number {placer_order_number} is already used here.")
     order = Order.objects.create(
         facility=patient.facility,
         patient=patient,

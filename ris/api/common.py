@@ -1,7 +1,12 @@
-"""What every RIS API view shares: reads written to the audit trail."""
+"""What every RIS API view shares: reads written to the audit trail, scoped ids."""
 
 from typing import Any
 
+from django.db import models
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -31,3 +36,19 @@ class AuditedReadMixin:
         instance = self.get_object()
         audit.record_request(request, action=audit.Action.VIEW, door=audit.Door.API, obj=instance)
         return Response(self.get_serializer(instance).data)
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class ScopedPrimaryKeyField(serializers.PrimaryKeyRelatedField):
+    """A primary key resolved among the rows of facilities where the caller holds
+    `capability`: any other id reads as unknown, so the API does not tell what exists
+    elsewhere."""
+
+    def __init__(self, model: type[models.Model], capability: str, **kwargs: Any) -> None:
+        self.model = model
+        self.capability = capability
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> QuerySet:
+        user = self.context["request"].user
+        return self.model.objects.visible_to(user, self.capability)

@@ -2,7 +2,7 @@
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -13,8 +13,8 @@ from accounts.permissions import HasCapability
 from accounts.roles import Capability
 from accounts.scoping import facility_ids_for
 from ris import selectors, services
-from ris.api.common import AuditedReadMixin
-from ris.models import Order, OrderStatusChange
+from ris.api.common import AuditedReadMixin, ScopedPrimaryKeyField
+from ris.models import Order, OrderStatusChange, Patient, Procedure
 
 
 class OrderSerializer(serializers.ModelSerializer):
@@ -46,6 +46,20 @@ class OrderSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class OrderCreateSerializer(serializers.Serializer):
+    patient = ScopedPrimaryKeyField(Patient, Capability.EDIT_ORDERS)
+    procedure = ScopedPrimaryKeyField(Procedure, Capability.EDIT_ORDERS)
+    priority = serializers.ChoiceField(choices=Order.Priority.choices, default="routine")
+    placer_order_number = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    referring_physician_name = serializers.CharField(
+        max_length=200, required=False, allow_blank=True
+    )
+    reason = serializers.CharField(required=False, allow_blank=True)
+    diagnosis_codes = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="ICD-10, comma separated."
+    )
+
+
 class OrderStatusSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Order.Status.choices)
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
@@ -74,7 +88,13 @@ STATUS_CAPABILITIES: dict[str, tuple[str, ...]] = {
 }
 
 
-class OrderViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
+class OrderViewSet(
+    AuditedReadMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
     serializer_class = OrderSerializer
     permission_classes = [HasCapability]
     required_capability = Capability.VIEW_ORDERS
@@ -85,10 +105,32 @@ class OrderViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
             user=self.request.user, status=self.request.query_params.get("status", "")
         )
         params = self.request.query_params
-        for field in ("accession_number", "placer_order_number", "study_instance_uid"):
+        for field in ("accession_number", "placer_order_number", "study_instance_uid", "priority"):
             if params.get(field):
                 orders = orders.filter(**{field: params[field]})
+        if params.get("modality"):
+            orders = orders.filter(procedure__modality=params["modality"])
+        if params.get("patient"):
+            if not params["patient"].isdigit():
+                raise ValidationError({"patient": "Give the numeric id."})
+            orders = orders.filter(patient_id=int(params["patient"]))
         return orders
+
+    @extend_schema(request=OrderCreateSerializer, responses={201: OrderSerializer})
+    def create(self, request: Request) -> Response:
+        """A new imaging request from the front desk: the accession number and the Study
+        Instance UID the modality will use are assigned here, once."""
+        if not facility_ids_for(request.user, Capability.EDIT_ORDERS):
+            raise PermissionDenied("Your role does not allow creating orders.")
+        body = OrderCreateSerializer(data=request.data, context={"request": request})
+        body.is_valid(raise_exception=True)
+        try:
+            order = services.order_create(
+                actor=request.user, door=audit.Door.API, **body.validated_data
+            )
+        except services.RisError as error:
+            raise ValidationError({"detail": str(error)}) from error
+        return Response(self.get_serializer(order).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=OrderStatusSerializer, responses=OrderSerializer)
     @action(detail=True, methods=["post"], url_path="status")
