@@ -68,12 +68,12 @@ def patient_create(
     return patient
 
 
-ICD10_CODE = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.?[0-9A-TV-Z]{1,4})?$")
+ICD10_CODE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{1,4})?$")
 
 
 def icd10_codes_clean(codes: str) -> str:
     """ICD-10(-CM) codes as "R51.9, S06.0X0A": upper-cased, comma separated, each checked
-    for shape (letter, two digits or 3A/3B, then up to four more), so billing can use them."""
+    for shape (letter, digit, digit or letter, then up to four more), so billing can use them."""
     cleaned = [code.strip().upper() for code in codes.replace(";", ",").split(",") if code.strip()]
     bad = [code for code in cleaned if not ICD10_CODE.match(code)]
     if bad:
