@@ -8,8 +8,10 @@ datetimes everywhere else. A room without opening hours takes bookings at any ti
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -122,22 +124,37 @@ def free_slots(
         rooms = [room for room in rooms if room.pk in wanted]
     duration = dt.timedelta(minutes=procedure.duration_minutes)
     not_before = not_before or timezone.now()
-    open_by_room = opening(rooms, first, last)
-    start, end = _local(first, dt.time.min), _local(last + dt.timedelta(days=1), dt.time.min)
+    slots: list[Slot] = []
+    # Day by day, so a search over weeks stops reading bookings once it has enough.
+    day = max(first, timezone.localtime(not_before).date())
+    while day <= last and len(slots) < limit:
+        slots += _day_slots(rooms, day, duration, not_before, limit - len(slots))
+        day += dt.timedelta(days=1)
+    return slots
+
+
+def _day_slots(
+    rooms: list[Room], day: dt.date, duration: dt.timedelta, not_before: dt.datetime, limit: int
+) -> list[Slot]:
+    open_by_room = opening(rooms, day, day)
+    start, end = _local(day, dt.time.min), _local(day + dt.timedelta(days=1), dt.time.min)
     busy: dict[int, list[Interval]] = defaultdict(list)
+    open_rooms = [room for room in rooms if open_by_room[room.pk]]
     for room_id, starts_at, ends_at in Appointment.objects.filter(
-        room__in=rooms, is_cancelled=False, starts_at__lt=end, ends_at__gt=start
+        room__in=open_rooms, is_cancelled=False, starts_at__lt=end, ends_at__gt=start
     ).values_list("room_id", "starts_at", "ends_at"):
         busy[room_id].append((starts_at, ends_at))
-    slots: list[Slot] = []
-    for room in rooms:
+
+    def room_slots(room: Room) -> Iterator[tuple[dt.datetime, str, Slot]]:
         for gap_start, gap_end in _subtract(open_by_room[room.pk], busy[room.pk]):
             slot = _aligned(max(gap_start, not_before))
             while slot + duration <= gap_end:
-                slots.append(Slot(room, slot, slot + duration))
+                yield slot, room.name, Slot(room, slot, slot + duration)
                 slot += SLOT_STEP
-    slots.sort(key=lambda s: (s.starts_at, s.room.name))
-    return slots[:limit]
+
+    # Each room's slots come in time order: merging them lazily makes only `limit` slots.
+    merged = heapq.merge(*(room_slots(room) for room in open_rooms), key=lambda item: item[:2])
+    return [slot for _, _, slot in itertools.islice(merged, limit)]
 
 
 def _local(day: dt.date, time: dt.time) -> dt.datetime:
