@@ -9,7 +9,7 @@ from accounts.scoping import capabilities_for
 # (label, url name, capability needed; None: any logged-in user)
 NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Home", "home", None),
-    ("Today", "ris:schedule", Capability.VIEW_SCHEDULE),
+    ("Today", "ris:schedule_day", Capability.VIEW_SCHEDULE),
     ("Patients", "ris:patient_list", Capability.VIEW_PATIENTS),
     ("Orders", "ris:order_list", Capability.VIEW_ORDERS),
     ("Reading list", "ris:reading_list", Capability.READ_STUDIES),

@@ -26,7 +26,8 @@ from pacs import storage
 from pacs.dicom.parse import DicomParseError, Header, instance_json, read_header
 from pacs.dicom.render import RenderError, render
 from pacs.models import Instance, Series, Study
-from ris.models import Order, Patient
+from ris import selectors as ris_selectors
+from ris.models import Order
 
 logger = logging.getLogger(__name__)
 
@@ -479,10 +480,10 @@ def study_match(study: Study) -> dict[str, int | None]:
     facility = study.facility
     patient = None
     if study.dicom_patient_id:
-        issuer = study.issuer_of_patient_id or facility.mrn_issuer
-        patient = Patient.objects.filter(
-            facility=facility, mrn=study.dicom_patient_id, mrn_issuer=issuer
-        ).first()
+        # By MRN or another identifier; a merged record's old MRN finds the survivor.
+        patient = ris_selectors.patient_by_identifier(
+            facility=facility, value=study.dicom_patient_id, issuer=study.issuer_of_patient_id
+        )
     order = None
     if study.accession_number:
         order = Order.objects.filter(

@@ -1,14 +1,75 @@
-from django.contrib import admin
+from typing import Any
 
+from django.contrib import admin
+from django.http import HttpRequest
+
+from accounts import audit
 from accounts.admin import AuditedAdmin
-from ris.models import Appointment, Order, Patient, Procedure, Room, RoomClosure, RoomHours
+from billing.models import Payer
+from ris.models import (
+    Appointment,
+    Order,
+    Patient,
+    PatientContact,
+    PatientIdentifier,
+    PatientInsurance,
+    Procedure,
+    Room,
+    RoomClosure,
+    RoomHours,
+)
+
+
+class PatientIdentifierInline(admin.TabularInline):
+    model = PatientIdentifier
+    fields = ("type_code", "value", "issuer")
+    extra = 0
+
+
+class PatientContactInline(admin.TabularInline):
+    model = PatientContact
+    extra = 0
+
+
+class PatientInsuranceInline(admin.TabularInline):
+    model = PatientInsurance
+    extra = 0
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "payer":
+            # Payers of the patient's facility only; on a new patient, of any.
+            patient_id = (
+                request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
+            )
+            patient = Patient.objects.filter(pk=patient_id).first() if patient_id else None
+            if patient is not None:
+                kwargs["queryset"] = Payer.objects.filter(facility=patient.facility)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(Patient)
 class PatientAdmin(AuditedAdmin):
     list_display = ("family_name", "given_name", "mrn", "mrn_issuer", "birth_date", "facility")
     list_filter = ("facility", "sex")
-    search_fields = ("family_name", "given_name", "mrn")
+    search_fields = ("family_name", "given_name", "mrn", "identifiers__value")
+    readonly_fields = ("merged_into",)
+    inlines = (PatientIdentifierInline, PatientContactInline, PatientInsuranceInline)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        """Identifiers carry the patient's facility (their uniqueness is per facility);
+        each changed list is audited like the patient row."""
+        for inline_form in formset.forms:
+            if isinstance(inline_form.instance, PatientIdentifier):
+                inline_form.instance.facility_id = form.instance.facility_id
+        super().save_formset(request, form, formset, change)
+        if formset.has_changed():
+            audit.record_request(
+                request,
+                action=audit.Action.UPDATE,
+                door=audit.Door.ADMIN,
+                obj=form.instance,
+                detail={formset.prefix: "changed in the admin site"},
+            )
 
 
 @admin.register(Procedure)

@@ -32,6 +32,28 @@ class Patient(models.Model):
     name_suffix = models.CharField(max_length=64, blank=True)
     birth_date = models.DateField(null=True, blank=True)
     sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    # Home address and phones, as HL7 PID-11 (XAD), PID-13 and PID-14 carry them.
+    address_street = models.CharField("street", max_length=120, blank=True)
+    address_other = models.CharField(
+        "apartment, suite, building", max_length=120, blank=True, help_text="HL7 XAD-2."
+    )
+    address_city = models.CharField("city", max_length=64, blank=True)
+    address_state = models.CharField("state or province", max_length=64, blank=True)
+    address_postal_code = models.CharField("postal code", max_length=16, blank=True)
+    address_country = models.CharField(
+        "country", max_length=64, blank=True, help_text="ISO 3166 code or name."
+    )
+    home_phone = models.CharField(max_length=40, blank=True)
+    mobile_phone = models.CharField(max_length=40, blank=True)
+    email = models.EmailField(blank=True)
+    merged_into = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="merged_patients",
+        help_text="The record that absorbed this one (HL7 A40): edit and order there.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -42,6 +64,9 @@ class Patient(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["facility", "mrn_issuer", "mrn"], name="patient_unique_mrn_per_issuer"
+            ),
+            models.CheckConstraint(
+                condition=~Q(merged_into=F("id")), name="patient_not_merged_into_itself"
             ),
         ]
         indexes = [
@@ -68,6 +93,184 @@ class Patient(models.Model):
             self.name_suffix,
         ]
         return "^".join(parts).rstrip("^")
+
+    @property
+    def is_merged(self) -> bool:
+        return self.merged_into_id is not None
+
+    @property
+    def address_lines(self) -> list[str]:
+        """The address as printed on a letter, empty parts left out."""
+        town = " ".join(p for p in (self.address_postal_code, self.address_city) if p)
+        town = ", ".join(p for p in (town, self.address_state) if p)
+        parts = (self.address_street, self.address_other, town, self.address_country)
+        return [p for p in parts if p]
+
+
+class PatientIdentifier(models.Model):
+    """Another identifier of a patient: an HL7 PID-3 repetition, a DICOM Other Patient ID
+    (0010,1002). The facility is stored on the row so the database can refuse one
+    identifier given to two patients of the facility."""
+
+    class Type(models.TextChoices):
+        """HL7 table 0203, the codes a radiology registry meets."""
+
+        MR = "MR", "Medical record number"
+        PI = "PI", "Patient internal identifier"
+        PT = "PT", "Patient external identifier"
+        AN = "AN", "Account number"
+        SS = "SS", "Social Security number"
+        NI = "NI", "National identifier"
+        HC = "HC", "Health card number"
+        MC = "MC", "Medicare number"
+        MA = "MA", "Medicaid number"
+        DL = "DL", "Driver's license number"
+        PPN = "PPN", "Passport number"
+        U = "U", "Unspecified"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="identifiers")
+    value = models.CharField(max_length=64, help_text="HL7 CX-1, DICOM (0010,1000).")
+    issuer = models.CharField(
+        "issuer", max_length=64, blank=True, help_text="Assigning authority (HL7 CX-4)."
+    )
+    type_code = models.CharField(
+        "type", max_length=5, choices=Type.choices, default=Type.MR, help_text="HL7 CX-5."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["patient", "type_code", "issuer", "value"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "issuer", "value"], name="patient_identifier_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["facility", "value"])]
+
+    def __str__(self) -> str:
+        return f"{self.type_code} {self.value} ({self.issuer})" if self.issuer else self.value
+
+
+class PatientContact(models.Model):
+    """Next of kin or emergency contact (HL7 NK1)."""
+
+    class Role(models.TextChoices):
+        """HL7 table 0131 (NK1-7)."""
+
+        NEXT_OF_KIN = "N", "Next of kin"
+        EMERGENCY = "C", "Emergency contact"
+        OTHER = "O", "Other"
+
+    class Relationship(models.TextChoices):
+        """HL7 table 0063 (NK1-3)."""
+
+        SPOUSE = "SPO", "Spouse"
+        PARTNER = "DOM", "Life partner"
+        PARENT = "PAR", "Parent"
+        CHILD = "CHD", "Child"
+        SIBLING = "SIB", "Sibling"
+        GUARDIAN = "GRD", "Guardian"
+        FRIEND = "FND", "Friend"
+        OTHER = "OTH", "Other"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="contacts")
+    role = models.CharField(max_length=1, choices=Role.choices, default=Role.EMERGENCY)
+    family_name = models.CharField(max_length=64)
+    given_name = models.CharField(max_length=64, blank=True)
+    relationship = models.CharField(
+        max_length=3, choices=Relationship.choices, default=Relationship.OTHER
+    )
+    phone = models.CharField(max_length=40, blank=True)
+    email = models.EmailField(blank=True)
+
+    class Meta:
+        ordering = ["patient", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.get_relationship_display()})"
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.family_name}, {self.given_name}" if self.given_name else self.family_name
+
+
+class PatientInsurance(models.Model):
+    """A patient's coverage with a payer (HL7 IN1), primary first: what a claim bills."""
+
+    class Relationship(models.TextChoices):
+        """The patient's relationship to the subscriber (HL7 IN1-17, table 0063)."""
+
+        SELF = "SEL", "Self"
+        SPOUSE = "SPO", "Spouse"
+        CHILD = "CHD", "Child"
+        OTHER = "OTH", "Other"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="insurance")
+    payer = models.ForeignKey("billing.Payer", on_delete=models.PROTECT, related_name="+")
+    member_id = models.CharField("member ID", max_length=64, help_text="HL7 IN1-36.")
+    group_number = models.CharField(max_length=64, blank=True, help_text="HL7 IN1-8.")
+    subscriber_name = models.CharField(
+        max_length=200, blank=True, help_text="The insured, when not the patient (IN1-16)."
+    )
+    relationship_to_subscriber = models.CharField(
+        max_length=3, choices=Relationship.choices, default=Relationship.SELF
+    )
+    rank = models.PositiveSmallIntegerField(
+        default=1, help_text="1 primary, 2 secondary, … (HL7 IN1-22)."
+    )
+    valid_from = models.DateField(null=True, blank=True, help_text="HL7 IN1-12.")
+    valid_until = models.DateField(null=True, blank=True, help_text="HL7 IN1-13.")
+
+    class Meta:
+        ordering = ["patient", "rank", "id"]
+        verbose_name_plural = "insurance"
+        constraints = [
+            models.CheckConstraint(condition=Q(rank__gte=1), name="patient_insurance_rank"),
+            models.CheckConstraint(
+                condition=Q(valid_until__isnull=True)
+                | Q(valid_from__isnull=True)
+                | Q(valid_until__gte=F("valid_from")),
+                name="patient_insurance_valid_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rank}. {self.payer} {self.member_id}"
+
+
+class PatientMerge(models.Model):
+    """One merge of a duplicate record into the surviving one (HL7 A40), kept for good:
+    who merged what, why, and what moved."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    surviving = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="merges_absorbed")
+    merged = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="merges_into")
+    merged_at = models.DateTimeField(auto_now_add=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor = models.CharField(
+        max_length=100, blank=True, help_text="Who, when not a user: an HL7 sender."
+    )
+    door = models.CharField(max_length=16, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+    summary = models.JSONField(default=dict, blank=True, help_text="What moved: counts by kind.")
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-merged_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(surviving=F("merged")), name="patient_merge_not_itself"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"patient {self.merged_id} merged into {self.surviving_id}"
 
 
 class Procedure(models.Model):

@@ -3,34 +3,136 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable
 
 from django.db.models import Case, Prefetch, Q, QuerySet, When
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Facility, User
 from accounts.roles import Capability
+from accounts.scoping import facility_ids_for
 from pacs.models import Study
-from ris.models import Appointment, Order, Patient
+from ris import scheduling
+from ris.models import (
+    Appointment,
+    Order,
+    Patient,
+    PatientIdentifier,
+    Procedure,
+    Room,
+    RoomClosure,
+    RoomHours,
+)
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def patient_search(*, user: User, query: str = "") -> QuerySet[Patient]:
-    """Patients matching a name fragment, MRN or birth date (YYYY-MM-DD)."""
+def patient_search(
+    *, user: User, query: str = "", include_merged: bool = False
+) -> QuerySet[Patient]:
+    """Patients matching every word of the query: a name start, the MRN or another
+    identifier, a birth date (YYYY-MM-DD). Records merged into another are left out
+    unless asked for: their survivor is the one to work on."""
     patients = Patient.objects.visible_to(user, Capability.VIEW_PATIENTS)
+    if not include_merged:
+        patients = patients.filter(merged_into__isnull=True)
     query = query.strip()
     if not query:
         return patients
-    try:
-        birth_date = dt.date.fromisoformat(query)
-    except ValueError:
-        birth_date = None
-    if birth_date:
-        return patients.filter(birth_date=birth_date)
     terms = Q()
     for word in query.replace(",", " ").split():
+        if ISO_DATE.fullmatch(word):
+            try:
+                terms &= Q(birth_date=dt.date.fromisoformat(word))
+                continue
+            except ValueError:
+                pass
         terms &= (
-            Q(family_name__istartswith=word) | Q(given_name__istartswith=word) | Q(mrn__iexact=word)
+            Q(family_name__istartswith=word)
+            | Q(given_name__istartswith=word)
+            | Q(mrn__iexact=word)
+            | Q(pk__in=_holders_of(word))
         )
-    return patients.filter(terms)
+    # An identifier may hold spaces ("AB 12 34"): the whole query matches it too.
+    return patients.filter(terms | Q(pk__in=_holders_of(query)))
+
+
+def _holders_of(value: str) -> QuerySet[PatientIdentifier]:
+    return PatientIdentifier.objects.filter(value__iexact=value).values("patient_id")
+
+
+def possible_duplicates(
+    *,
+    facility: Facility,
+    family_name: str,
+    given_name: str = "",
+    birth_date: dt.date | None = None,
+    exclude_pk: int | None = None,
+    limit: int = 10,
+) -> list[Patient]:
+    """Registered patients who may be the person being registered, to warn the clerk.
+
+    With a birth date: the same family name, or the same given name and a family name
+    starting alike (a typo, a married name), or the two names swapped; a record without
+    a birth date counts when both names agree. Without one: both names agree. Names
+    compare without case, accents or punctuation (Müller = MULLER, O'Brien = OBrien).
+    """
+    family, given = name_key(family_name), name_key(given_name)
+    if not family:
+        return []
+    candidates = Patient.objects.filter(facility=facility, merged_into__isnull=True)
+    if exclude_pk is not None:
+        candidates = candidates.exclude(pk=exclude_pk)
+    same_names = Q(family_name__iexact=family_name.strip())
+    if birth_date is not None:
+        candidates = candidates.filter(
+            Q(birth_date=birth_date) | (Q(birth_date__isnull=True) & same_names)
+        )
+    else:
+        candidates = candidates.filter(same_names)
+
+    def alike(patient: Patient) -> bool:
+        their_family, their_given = name_key(patient.family_name), name_key(patient.given_name)
+        if birth_date is None or patient.birth_date is None:
+            return their_family == family and their_given == given
+        return (
+            their_family == family
+            or bool(given and their_given == given and their_family[:3] == family[:3])
+            or bool(given and their_family == given and their_given == family)
+        )
+
+    rows = candidates.order_by("family_name", "given_name", "id")[:500]
+    return [patient for patient in rows if alike(patient)][:limit]
+
+
+def name_key(name: str) -> str:
+    """A name folded for comparison: no accents, case or punctuation."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(c for c in decomposed if c.isalnum()).casefold()
+
+
+def patient_by_identifier(*, facility: Facility, value: str, issuer: str = "") -> Patient | None:
+    """The live patient a Patient ID + issuer names (DICOM, HL7 CX-1 + CX-4): by MRN, else
+    by another identifier; a merged record's MRN answers with its survivor."""
+    issuer = issuer or facility.mrn_issuer
+    patient = (
+        Patient.objects.filter(facility=facility, mrn_issuer=issuer, mrn=value)
+        .select_related("merged_into")
+        .first()
+    )
+    if patient is None:
+        held = (
+            PatientIdentifier.objects.filter(facility=facility, issuer=issuer, value=value)
+            .select_related("patient__merged_into")
+            .first()
+        )
+        patient = held.patient if held else None
+    if patient is not None and patient.merged_into is not None:
+        return patient.merged_into
+    return patient
 
 
 def order_list(*, user: User, status: str = "") -> QuerySet[Order]:
@@ -90,3 +192,145 @@ def day_schedule(*, user: User, day: dt.date | None = None) -> QuerySet[Appointm
         .select_related("room", "order__patient", "order__procedure", "facility")
         .order_by("room__name", "starts_at")
     )
+
+
+# ----------------------------------------------------------- front-desk schedule pages
+
+
+def schedule_facilities(*, user: User) -> QuerySet[Facility]:
+    return Facility.objects.filter(
+        pk__in=facility_ids_for(user, Capability.VIEW_SCHEDULE)
+    ).order_by("name")
+
+
+def schedule_rooms(*, user: User, capability: str = Capability.VIEW_SCHEDULE) -> QuerySet[Room]:
+    """Rooms of the facilities where the user holds `capability`, inactive ones included
+    (their old bookings stay visible); facility, then name."""
+    return (
+        Room.objects.visible_to(user, capability)
+        .select_related("facility")
+        .order_by("facility__name", "name")
+    )
+
+
+def room_hours(*, rooms: Iterable[Room]) -> dict[int, dict[int, list[tuple[dt.time, dt.time]]]]:
+    """Opening hours by room id, then weekday. A room missing from the result has no hours
+    at all (it takes bookings at any time); one without a weekday is closed that day."""
+    hours: dict[int, dict[int, list[tuple[dt.time, dt.time]]]] = {}
+    rows = RoomHours.objects.filter(room__in=list(rooms)).values_list(
+        "room_id", "weekday", "opens", "closes"
+    )
+    for room_id, weekday, opens, closes in rows.order_by("room_id", "weekday", "opens"):
+        hours.setdefault(room_id, {}).setdefault(weekday, []).append((opens, closes))
+    return hours
+
+
+def room_closures(
+    *, rooms: Iterable[Room], first: dt.date, last: dt.date
+) -> dict[int, list[RoomClosure]]:
+    """Closures overlapping the local days `first` to `last`, by room id."""
+    start, end = _day_bounds(first, last)
+    closures: dict[int, list[RoomClosure]] = defaultdict(list)
+    for closure in RoomClosure.objects.filter(
+        room__in=list(rooms), starts_at__lt=end, ends_at__gt=start
+    ).order_by("starts_at"):
+        closures[closure.room_id].append(closure)
+    return closures
+
+
+# What a calendar block shows: a busy day loads 200 of these, so no more than that.
+CALENDAR_FIELDS = (
+    "facility",
+    "room",
+    "order",
+    "starts_at",
+    "ends_at",
+    "is_walk_in",
+    "order__status",
+    "order__accession_number",
+    "order__patient",
+    "order__patient__family_name",
+    "order__patient__given_name",
+    "order__patient__middle_name",
+    "order__procedure",
+    "order__procedure__name",
+)
+
+
+def calendar_appointments(
+    *, user: User, rooms: Iterable[Room], first: dt.date, last: dt.date
+) -> list[Appointment]:
+    """Live appointments of the rooms overlapping the local days `first` to `last`, with
+    everything a calendar block shows fetched in the same query."""
+    start, end = _day_bounds(first, last)
+    return list(
+        Appointment.objects.visible_to(user, Capability.VIEW_SCHEDULE)
+        .filter(room__in=list(rooms), is_cancelled=False, starts_at__lt=end, ends_at__gt=start)
+        .select_related("order__patient", "order__procedure")
+        .only(*CALENDAR_FIELDS)
+        .order_by("starts_at")
+    )
+
+
+def schedule_orders(*, user: User) -> QuerySet[Order]:
+    """Orders the user may book or walk in (EDIT_SCHEDULE)."""
+    return Order.objects.visible_to(user, Capability.EDIT_SCHEDULE).select_related(
+        "patient", "procedure", "facility"
+    )
+
+
+def schedule_desk_appointments(*, user: User) -> QuerySet[Appointment]:
+    """Appointments the user may move or cancel (EDIT_SCHEDULE)."""
+    return Appointment.objects.visible_to(user, Capability.EDIT_SCHEDULE).select_related(
+        "room", "order__patient", "order__procedure", "order__facility"
+    )
+
+
+def slot_suggestions(
+    *,
+    procedure: Procedure,
+    first: dt.date,
+    last: dt.date,
+    room: Room | None = None,
+    limit: int = 60,
+) -> list[tuple[dt.date, list[scheduling.Slot]]]:
+    """Free slots worth offering, by day: quarter-hour starts and the first start of each
+    gap (so a day fills without holes), spread over each day rather than the first hour
+    of the first morning; `limit` in all."""
+    slots = scheduling.free_slots(procedure, first, last, limit=1_000_000)
+    if room is not None:
+        slots = [slot for slot in slots if slot.room.pk == room.pk]
+    starts = {(slot.room.pk, slot.starts_at) for slot in slots}
+    by_day: dict[dt.date, list[scheduling.Slot]] = defaultdict(list)
+    for slot in slots:
+        local = timezone.localtime(slot.starts_at)
+        gap_start = (slot.room.pk, slot.starts_at - scheduling.SLOT_STEP) not in starts
+        if local.minute % 15 == 0 or gap_start:
+            by_day[local.date()].append(slot)
+    per_day = max(limit // max(len(by_day), 1), 6)
+    result: list[tuple[dt.date, list[scheduling.Slot]]] = []
+    left = limit
+    for day in sorted(by_day):
+        if left <= 0:
+            break
+        offered = by_day[day]
+        take = min(per_day, left)
+        if len(offered) > take:
+            step = len(offered) / take
+            offered = [offered[int(n * step)] for n in range(take)]
+        result.append((day, offered))
+        left -= len(offered)
+    return result
+
+
+def procedure_rooms(*, procedure: Procedure) -> QuerySet[Room]:
+    """The rooms that can perform the procedure (as ris.scheduling picks them), as a
+    queryset a form can choose from; only its facility's."""
+    ids = [room.pk for room in scheduling.rooms_for(procedure)]
+    return Room.objects.filter(pk__in=ids, facility_id=procedure.facility_id).order_by("name")
+
+
+def _day_bounds(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = timezone.make_aware(dt.datetime.combine(first, dt.time.min))
+    end = timezone.make_aware(dt.datetime.combine(last + dt.timedelta(days=1), dt.time.min))
+    return start, end

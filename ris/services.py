@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -14,6 +16,7 @@ from pydicom.uid import generate_uid
 from accounts import audit
 from accounts.models import Facility, User
 from pacs.dicom.vocabulary import UID_ROOT
+from pacs.models import Study
 from ris import scheduling
 from ris.models import (
     EXAM_TRANSITIONS,
@@ -21,6 +24,10 @@ from ris.models import (
     Order,
     OrderStatusChange,
     Patient,
+    PatientContact,
+    PatientIdentifier,
+    PatientInsurance,
+    PatientMerge,
     PerformedProcedureStep,
     Procedure,
     Room,
@@ -31,6 +38,43 @@ logger = logging.getLogger(__name__)
 
 class RisError(Exception):
     """A request the RIS refuses; the message is safe to show to the user."""
+
+
+# ---- Patient registry -----------------------------------------------------------------
+
+# What a registration or an update (page, API, HL7 A08) may set on the patient row. The
+# MRN and facility are the record's identity: they change only by a merge.
+PATIENT_DETAIL_FIELDS = (
+    "family_name",
+    "given_name",
+    "middle_name",
+    "name_prefix",
+    "name_suffix",
+    "birth_date",
+    "sex",
+    "address_street",
+    "address_other",
+    "address_city",
+    "address_state",
+    "address_postal_code",
+    "address_country",
+    "home_phone",
+    "mobile_phone",
+    "email",
+)
+CONTACT_FIELDS = ("role", "family_name", "given_name", "relationship", "phone", "email")
+INSURANCE_FIELDS = (
+    "payer",
+    "member_id",
+    "group_number",
+    "subscriber_name",
+    "relationship_to_subscriber",
+    "rank",
+    "valid_from",
+    "valid_until",
+)
+
+Row = Mapping[str, Any]
 
 
 @transaction.atomic
@@ -46,12 +90,37 @@ def patient_create(
     birth_date: dt.date | None = None,
     sex: str = Patient.Sex.UNKNOWN,
     mrn_issuer: str = "",
+    address_street: str = "",
+    address_other: str = "",
+    address_city: str = "",
+    address_state: str = "",
+    address_postal_code: str = "",
+    address_country: str = "",
+    home_phone: str = "",
+    mobile_phone: str = "",
+    email: str = "",
+    identifiers: Sequence[Row] = (),
+    contacts: Sequence[Row] = (),
+    insurance: Sequence[Row] = (),
     actor: User | None = None,
+    actor_name: str = "",
     door: str = audit.Door.PAGE,
 ) -> Patient:
+    """Register a patient with their other identifiers, contacts and insurance.
+
+    Whether the person is already registered under another MRN is the door's question
+    (`selectors.possible_duplicates`): only the door can ask the user.
+    """
     issuer = mrn_issuer or facility.mrn_issuer
     if Patient.objects.filter(facility=facility, mrn_issuer=issuer, mrn=mrn).exists():
         raise RisError(f"A patient with MRN {mrn} ({issuer}) is already registered here.")
+    holder = (
+        PatientIdentifier.objects.filter(facility=facility, issuer=issuer, value=mrn)
+        .select_related("patient")
+        .first()
+    )
+    if holder is not None:
+        raise RisError(f"MRN {mrn} ({issuer}) is already an identifier of {holder.patient}.")
     patient = Patient.objects.create(
         facility=facility,
         mrn=mrn,
@@ -63,9 +132,360 @@ def patient_create(
         name_suffix=name_suffix,
         birth_date=birth_date,
         sex=sex,
+        address_street=address_street,
+        address_other=address_other,
+        address_city=address_city,
+        address_state=address_state,
+        address_postal_code=address_postal_code,
+        address_country=address_country,
+        home_phone=home_phone,
+        mobile_phone=mobile_phone,
+        email=email,
     )
-    audit.record(action=audit.Action.CREATE, obj=patient, user=actor, door=door)
+    detail = _patient_lists_replace(
+        patient, identifiers=identifiers, contacts=contacts, insurance=insurance
+    )
+    audit.record(
+        action=audit.Action.CREATE,
+        obj=patient,
+        user=actor,
+        actor=actor_name,
+        door=door,
+        detail=detail,
+    )
     return patient
+
+
+@transaction.atomic
+def patient_update(
+    *,
+    patient: Patient,
+    actor: User | None = None,
+    actor_name: str = "",
+    door: str = audit.Door.PAGE,
+    identifiers: Sequence[Row] | None = None,
+    contacts: Sequence[Row] | None = None,
+    insurance: Sequence[Row] | None = None,
+    **fields: Any,
+) -> Patient:
+    """Change demographics (any of PATIENT_DETAIL_FIELDS) and, when given, replace the
+    lists of identifiers, contacts and insurance; the audit row says what changed, old
+    and new. A merged record is closed: its survivor is the one to edit."""
+    unknown = set(fields) - set(PATIENT_DETAIL_FIELDS)
+    if unknown:
+        raise ValueError(f"patient_update cannot set {', '.join(sorted(unknown))}")
+    locked = Patient.objects.select_for_update().get(pk=patient.pk)
+    if locked.merged_into_id is not None:
+        survivor = Patient.objects.get(pk=locked.merged_into_id)
+        raise RisError(f"This record was merged into {survivor}: edit that one instead.")
+    changed: dict[str, list[Any]] = {}
+    for name, value in fields.items():
+        old = getattr(locked, name)
+        if old != value:
+            changed[name] = [_jsonable(old), _jsonable(value)]
+            setattr(locked, name, value)
+    if changed:
+        locked.save(update_fields=[*changed, "updated_at"])
+    detail: dict[str, Any] = {"changed": changed} if changed else {}
+    detail |= _patient_lists_replace(
+        locked, identifiers=identifiers, contacts=contacts, insurance=insurance
+    )
+    if detail:
+        audit.record(
+            action=audit.Action.UPDATE,
+            obj=locked,
+            user=actor,
+            actor=actor_name,
+            door=door,
+            detail=detail,
+        )
+    return locked
+
+
+@transaction.atomic
+def patient_identifier_add(
+    *,
+    patient: Patient,
+    value: str,
+    issuer: str = "",
+    type_code: str = PatientIdentifier.Type.MR,
+    actor: User | None = None,
+    actor_name: str = "",
+    door: str = audit.Door.PAGE,
+) -> PatientIdentifier:
+    """Give the patient another identifier; one it already holds is returned as it is,
+    so a message repeated by the HIS changes nothing."""
+    existing = PatientIdentifier.objects.filter(
+        facility_id=patient.facility_id, issuer=issuer, value=value, patient=patient
+    ).first()
+    if existing is not None:
+        return existing
+    _identifier_check_free(patient, issuer=issuer, value=value)
+    identifier = PatientIdentifier.objects.create(
+        facility_id=patient.facility_id,
+        patient=patient,
+        value=value,
+        issuer=issuer,
+        type_code=type_code,
+    )
+    audit.record(
+        action=audit.Action.UPDATE,
+        obj=patient,
+        user=actor,
+        actor=actor_name,
+        door=door,
+        detail={"identifiers": {"added": [str(identifier)]}},
+    )
+    return identifier
+
+
+@transaction.atomic
+def patient_identifier_remove(
+    *,
+    identifier: PatientIdentifier,
+    actor: User | None = None,
+    actor_name: str = "",
+    door: str = audit.Door.PAGE,
+) -> None:
+    patient = identifier.patient
+    identifier.delete()
+    audit.record(
+        action=audit.Action.UPDATE,
+        obj=patient,
+        user=actor,
+        actor=actor_name,
+        door=door,
+        detail={"identifiers": {"removed": [str(identifier)]}},
+    )
+
+
+@transaction.atomic
+def patient_merge(
+    *,
+    surviving: Patient,
+    merged: Patient,
+    actor: User | None = None,
+    actor_name: str = "",
+    door: str = audit.Door.PAGE,
+    reason: str = "",
+) -> PatientMerge:
+    """Merge a duplicate record into the surviving one (HL7 A40).
+
+    Orders, studies, identifiers, contacts and insurance move to the survivor; the
+    duplicate's MRN becomes an identifier of the survivor, so a study or message still
+    carrying it finds the right patient. The duplicate stays, closed, pointing at the
+    survivor, and the merge is kept as history.
+    """
+    if surviving.pk == merged.pk:
+        raise RisError("A patient cannot be merged into itself.")
+    if surviving.facility_id != merged.facility_id:
+        raise RisError("Only records of the same facility can be merged.")
+    # Lock both in one order, so two merges of the same pair queue instead of deadlocking.
+    rows = Patient.objects.select_for_update().filter(pk__in=[surviving.pk, merged.pk])
+    locked = {p.pk: p for p in rows.order_by("pk")}
+    survivor, duplicate = locked[surviving.pk], locked[merged.pk]
+    if duplicate.merged_into_id is not None:
+        target = Patient.objects.get(pk=duplicate.merged_into_id)
+        raise RisError(f"MRN {duplicate.mrn} was already merged into MRN {target.mrn}.")
+    if survivor.merged_into_id is not None:
+        target = Patient.objects.get(pk=survivor.merged_into_id)
+        raise RisError(
+            f"MRN {survivor.mrn} was itself merged into MRN {target.mrn}: "
+            "merge into that record instead."
+        )
+    now = timezone.now()
+    summary: dict[str, Any] = {
+        "orders": Order.objects.filter(patient=duplicate).update(patient=survivor, updated_at=now),
+        # Reports hang off orders, so they move with them; a later model holding its own
+        # patient column (report, charge) is moved here too.
+        "studies": Study.objects.filter(patient=duplicate).update(patient=survivor),
+    }
+    PatientIdentifier.objects.filter(
+        patient=duplicate, issuer=survivor.mrn_issuer, value=survivor.mrn
+    ).delete()
+    summary["identifiers"] = PatientIdentifier.objects.filter(patient=duplicate).update(
+        patient=survivor
+    )
+    if not PatientIdentifier.objects.filter(
+        facility_id=survivor.facility_id, issuer=duplicate.mrn_issuer, value=duplicate.mrn
+    ).exists():
+        PatientIdentifier.objects.create(
+            facility_id=survivor.facility_id,
+            patient=survivor,
+            value=duplicate.mrn,
+            issuer=duplicate.mrn_issuer,
+            type_code=PatientIdentifier.Type.MR,
+        )
+    summary["contacts"] = PatientContact.objects.filter(patient=duplicate).update(patient=survivor)
+    summary |= _insurance_move(duplicate, survivor)
+    # Records merged into the duplicate before now live in the survivor too: merged_into
+    # always names where a record lives now, the PatientMerge rows keep the path.
+    summary["earlier_merges"] = Patient.objects.filter(merged_into=duplicate).update(
+        merged_into=survivor
+    )
+    summary["kept_mrn"] = f"{duplicate.mrn} ({duplicate.mrn_issuer})"
+    duplicate.merged_into = survivor
+    duplicate.save(update_fields=["merged_into", "updated_at"])
+    merge = PatientMerge.objects.create(
+        facility_id=survivor.facility_id,
+        surviving=survivor,
+        merged=duplicate,
+        user=actor,
+        actor=actor_name[:100],
+        door=door,
+        reason=reason[:200],
+        summary=summary,
+    )
+    for obj, detail in (
+        (survivor, {"absorbed": duplicate.pk, **summary}),
+        (duplicate, {"merged_into": survivor.pk}),
+    ):
+        audit.record(
+            action=audit.Action.UPDATE,
+            obj=obj,
+            user=actor,
+            actor=actor_name,
+            door=door,
+            detail={"merge": detail, **({"reason": reason} if reason else {})},
+        )
+    merged.merged_into = survivor
+    return merge
+
+
+def _insurance_move(duplicate: Patient, survivor: Patient) -> dict[str, int]:
+    """The duplicate's coverage goes after the survivor's (the survivor's primary stays
+    primary); a policy the survivor already holds is dropped, not doubled."""
+    held = set(survivor.insurance.values_list("payer_id", "member_id"))
+    rank = max((r for r in survivor.insurance.values_list("rank", flat=True)), default=0)
+    moved = dropped = 0
+    for row in duplicate.insurance.order_by("rank", "id"):
+        if (row.payer_id, row.member_id) in held:
+            row.delete()
+            dropped += 1
+            continue
+        rank += 1
+        row.patient, row.rank = survivor, rank
+        row.save(update_fields=["patient", "rank"])
+        held.add((row.payer_id, row.member_id))
+        moved += 1
+    return {"insurance": moved, "insurance_already_held": dropped}
+
+
+def _patient_lists_replace(
+    patient: Patient,
+    *,
+    identifiers: Sequence[Row] | None,
+    contacts: Sequence[Row] | None,
+    insurance: Sequence[Row] | None,
+) -> dict[str, Any]:
+    """Replace whichever lists are given; what changed, for the audit row."""
+    detail: dict[str, Any] = {}
+    if identifiers is not None:
+        detail["identifiers"] = _identifiers_replace(patient, identifiers)
+    if contacts is not None:
+        detail["contacts"] = _rows_replace(patient, PatientContact, contacts, CONTACT_FIELDS)
+    if insurance is not None:
+        for row in insurance:
+            payer = row.get("payer")
+            if payer is not None and payer.facility_id != patient.facility_id:
+                raise RisError(f"{payer} is not a payer of this facility.")
+        detail["insurance"] = _rows_replace(patient, PatientInsurance, insurance, INSURANCE_FIELDS)
+    return {kind: changes for kind, changes in detail.items() if changes}
+
+
+def _identifiers_replace(patient: Patient, rows: Sequence[Row]) -> dict[str, list[str]]:
+    """Identifiers are known by issuer and value (HL7 CX-4 + CX-1): rows that stay keep
+    their row, a new type code is updated in place. The MRN itself is not repeated."""
+    wanted: dict[tuple[str, str], str] = {}
+    for row in rows:
+        value, issuer = row["value"].strip(), row.get("issuer", "").strip()
+        if value and (issuer, value) != (patient.mrn_issuer, patient.mrn):
+            wanted[(issuer, value)] = row.get("type_code") or PatientIdentifier.Type.MR
+    existing = {(i.issuer, i.value): i for i in patient.identifiers.all()}
+    removed = [existing.pop(key) for key in list(existing) if key not in wanted]
+    PatientIdentifier.objects.filter(pk__in=[i.pk for i in removed]).delete()
+    added: list[str] = []
+    for (issuer, value), type_code in wanted.items():
+        identifier = existing.get((issuer, value))
+        if identifier is not None:
+            if identifier.type_code != type_code:
+                identifier.type_code = type_code
+                identifier.save(update_fields=["type_code"])
+            continue
+        _identifier_check_free(patient, issuer=issuer, value=value)
+        added.append(
+            str(
+                PatientIdentifier.objects.create(
+                    facility_id=patient.facility_id,
+                    patient=patient,
+                    value=value,
+                    issuer=issuer,
+                    type_code=type_code,
+                )
+            )
+        )
+    changes = {"added": added, "removed": [str(i) for i in removed]}
+    return {key: items for key, items in changes.items() if items}
+
+
+def _identifier_check_free(patient: Patient, *, issuer: str, value: str) -> None:
+    """One identifier names one patient of a facility: not another's identifier, nor
+    another's MRN (unless that record was merged into this one)."""
+    holder = (
+        PatientIdentifier.objects.filter(
+            facility_id=patient.facility_id, issuer=issuer, value=value
+        )
+        .exclude(patient=patient)
+        .select_related("patient")
+        .first()
+    )
+    if holder is not None:
+        raise RisError(f"Identifier {value} ({issuer}) already belongs to {holder.patient}.")
+    owner = (
+        Patient.objects.filter(facility_id=patient.facility_id, mrn_issuer=issuer, mrn=value)
+        .exclude(pk=patient.pk)
+        .exclude(merged_into=patient)
+        .first()
+    )
+    if owner is not None:
+        raise RisError(f"{value} ({issuer}) is the MRN of {owner}: merge the two records instead.")
+
+
+def _rows_replace(
+    patient: Patient,
+    model: type[PatientContact] | type[PatientInsurance],
+    rows: Sequence[Row],
+    fields: Sequence[str],
+) -> dict[str, list[int]]:
+    """Make a patient's list (contacts, insurance) what `rows` says: a row with an `id`
+    updates that row, one without is added, and rows not named are removed."""
+    existing = {obj.pk: obj for obj in model.objects.filter(patient=patient)}
+    named = {row["id"] for row in rows if row.get("id")}
+    unknown = named - set(existing)
+    if unknown:
+        raise RisError(f"No such {model._meta.verbose_name} of this patient: {sorted(unknown)}.")
+    removed = sorted(set(existing) - named)
+    model.objects.filter(pk__in=removed).delete()
+    added: list[int] = []
+    changed: list[int] = []
+    for row in rows:
+        values = {name: row[name] for name in fields if name in row}
+        obj = existing.get(row.get("id") or 0)
+        if obj is None:
+            added.append(model.objects.create(patient=patient, **values).pk)
+            continue
+        differs = [name for name, value in values.items() if getattr(obj, name) != value]
+        if differs:
+            for name in differs:
+                setattr(obj, name, values[name])
+            obj.save(update_fields=differs)
+            changed.append(obj.pk)
+    changes = {"added": added, "changed": changed, "removed": removed}
+    return {key: ids for key, ids in changes.items() if ids}
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 ICD10_CODE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{1,4})?$")
@@ -109,6 +529,11 @@ def order_create(
 ) -> Order:
     if procedure.facility_id != patient.facility_id:
         raise RisError("The procedure is not in the patient's facility catalogue.")
+    if patient.merged_into_id is not None:
+        raise RisError(
+            f"MRN {patient.mrn} was merged into MRN {patient.merged_into.mrn}: "
+            "order for that record."
+        )
     if not procedure.is_active:
         raise RisError(f"{procedure.code} {procedure.name} is no longer offered.")
     diagnosis_codes = icd10_codes_clean(diagnosis_codes)

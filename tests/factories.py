@@ -12,7 +12,16 @@ from pacs.dicom import synthetic
 from pacs.models import DicomNode, Study
 from pacs.services import ingest, study_refresh
 from ris import services
-from ris.models import Appointment, Order, Patient, Procedure, Room
+from ris.models import (
+    Appointment,
+    Order,
+    Patient,
+    PatientContact,
+    PatientIdentifier,
+    PatientInsurance,
+    Procedure,
+    Room,
+)
 
 PASSWORD = "correct horse battery staple"
 
@@ -60,6 +69,30 @@ class PatientFactory(factory.django.DjangoModelFactory):
     given_name = "Alex"
     birth_date = dt.date(1970, 1, 1)
     sex = Patient.Sex.FEMALE
+
+
+class PatientIdentifierFactory(factory.django.DjangoModelFactory):
+    """Another identifier of a patient; the facility follows the patient's."""
+
+    class Meta:
+        model = PatientIdentifier
+
+    patient = factory.SubFactory(PatientFactory)
+    facility = factory.LazyAttribute(lambda o: o.patient.facility)
+    value = factory.Sequence(lambda n: f"ID{n:06d}")
+    issuer = "STATE_HOSPITAL"
+    type_code = PatientIdentifier.Type.PI
+
+
+class PatientContactFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PatientContact
+
+    patient = factory.SubFactory(PatientFactory)
+    family_name = "Kin"
+    given_name = "Next"
+    relationship = PatientContact.Relationship.SPOUSE
+    phone = "+1 555 0100"
 
 
 class ProcedureFactory(factory.django.DjangoModelFactory):
@@ -110,6 +143,18 @@ class PayerFactory(factory.django.DjangoModelFactory):
 
     facility = factory.SubFactory(FacilityFactory)
     name = factory.Sequence(lambda n: f"Payer {n}")
+
+
+class PatientInsuranceFactory(factory.django.DjangoModelFactory):
+    """Primary coverage with a payer of the patient's facility."""
+
+    class Meta:
+        model = PatientInsurance
+
+    patient = factory.SubFactory(PatientFactory)
+    payer = factory.LazyAttribute(lambda o: PayerFactory(facility=o.patient.facility))
+    member_id = factory.Sequence(lambda n: f"M{n:08d}")
+    rank = 1
 
 
 class FeeFactory(factory.django.DjangoModelFactory):

@@ -14,6 +14,7 @@ from pacs import services, storage
 from pacs.dicom import synthetic
 from pacs.models import Instance, Series, Study
 from pacs.services import IngestError, IngestOutcome, ingest
+from ris import services as ris_services
 from ris.models import Order
 from tests.factories import FacilityFactory, PatientFactory, ProcedureFactory, order_for
 from tests.pacs.conftest import small_ct, stored_files
@@ -245,6 +246,18 @@ def test_a_study_with_the_worklists_study_uid_and_no_accession_links_its_order(
     with django_capture_on_commit_callbacks(execute=True):
         ingest(small_ct(spec), facility=facility_a, door="dimse")
     assert Study.objects.get().order == order
+
+
+def test_a_study_under_a_merged_patient_s_old_mrn_goes_to_the_survivor(
+    facility_a, django_capture_on_commit_callbacks
+):
+    survivor = PatientFactory(facility=facility_a, mrn="KEEP1")
+    duplicate = PatientFactory(facility=facility_a, mrn="DUP1")
+    ris_services.patient_merge(surviving=survivor, merged=duplicate, reason="same person")
+    spec = synthetic.StudySpec(patient=synthetic.PatientSpec(patient_id="DUP1"))
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest(small_ct(spec), facility=facility_a, door="dimse")
+    assert Study.objects.get().patient == survivor
 
 
 def test_a_study_of_an_unknown_patient_is_kept_unmatched(

@@ -279,7 +279,18 @@ class Command(BaseCommand):
         clerk = users[Role.FRONT_DESK]
         next_free: dict[tuple[int, dt.date], dt.datetime] = {}
         patients = PATIENTS[facility_index::2] + PATIENTS[1 - facility_index :: 3]
+        payers = list(Payer.objects.filter(facility=facility).order_by("name"))
         for number, (family, given, sex, birth) in enumerate(patients, start=1):
+            # Some patients come with insurance, some with an ID from the hospital next door.
+            insurance: list[dict[str, Any]] = []
+            if number % 3:
+                payer = payers[number % len(payers)]
+                insurance.append({"payer": payer, "member_id": f"{facility.code}{number:06d}"})
+            identifiers: list[dict[str, Any]] = []
+            if number % 4 == 1:
+                identifiers.append(
+                    {"value": f"H{number:06d}", "issuer": "CITY_HOSPITAL", "type_code": "PT"}
+                )
             patient = services.patient_create(
                 facility=facility,
                 mrn=f"{facility_index + 1}{number:05d}",
@@ -287,6 +298,10 @@ class Command(BaseCommand):
                 given_name=given,
                 sex=sex,
                 birth_date=dt.date.fromisoformat(birth),
+                address_city="Springfield",
+                mobile_phone=f"+1 555 01{number:02d}",
+                identifiers=identifiers,
+                insurance=insurance,
                 actor=clerk,
             )
             room = rooms[number % len(rooms)]
