@@ -453,7 +453,9 @@ def _week_url(room: Room, day: dt.date) -> str:
 
 
 def _appointment_day_url(appointment: Appointment) -> str:
-    return _day_url(timezone.localdate(appointment.starts_at), facility=appointment.facility_id)
+    """The day view of the appointment, scrolled to its block (schedule.js opens it)."""
+    day = timezone.localdate(appointment.starts_at)
+    return f"{_day_url(day, facility=appointment.facility_id)}#appt-{appointment.pk}"
 
 
 def _where_when(appointment: Appointment) -> str:

@@ -79,6 +79,20 @@
     });
   }
 
+  // Open the calendar where the work is: at the block named in the address (just booked,
+  // moved or checked in), else at the day's first appointment.
+  function calendarScroll() {
+    const wrap = document.querySelector(".cal-wrap");
+    if (!wrap) return;
+    const named = location.hash.startsWith("#appt-") && document.getElementById(location.hash.slice(1));
+    const block = named || wrap.querySelector("details.appt");
+    if (!block) return;
+    const cell = block.closest("td") || block;
+    wrap.scrollTop = Math.max(0, cell.offsetTop - wrap.querySelector("thead").offsetHeight - 8);
+    if (named) named.open = true;
+  }
+
   suggestions();
   calendarPanels();
+  calendarScroll();
 })();

@@ -116,7 +116,7 @@ def test_the_day_view_draws_each_appointment_in_its_rooms_column_at_its_time(cle
         "Early, Alex",
         procedure.name,
         first.order.accession_number,
-        '<details class="appt appt-scheduled',
+        f'<details id="appt-{first.pk}" class="appt appt-scheduled',
         reverse("ris:order_detail", args=[first.order.pk]),
         reverse("ris:check_in", args=[first.pk]),
         reverse("ris:appointment_move", args=[first.pk]),
@@ -269,7 +269,9 @@ def test_booking_a_suggested_slot_schedules_the_exam_and_shows_that_day(clerk, c
     assert AuditEvent.objects.filter(action="view", object_type="order").exists()
 
     response = client.post(url, {"slot": slot}, follow=True)
-    assert response.redirect_chain[0][0] == day_url(MONDAY, facility=order.facility_id)
+    assert response.redirect_chain[0][0] == (
+        day_url(MONDAY, facility=order.facility_id) + f"#appt-{order.appointments.get().pk}"
+    )
     assert f"Booked Newbooking, Alex in CT 1 on {MONDAY:%a %d %b %Y} at 08:00." in (
         response.content.decode()
     )
@@ -388,7 +390,9 @@ def test_moving_an_appointment_from_the_page_keeps_the_old_one_linked(clerk, ct)
     target = f"{ct2.pk}@{at(WEDNESDAY, 11).isoformat()}"
     assert f'value="{target}"' in page.content.decode()
     response = client.post(url, {"slot": target, "reason": "patient asked"}, follow=True)
-    assert response.redirect_chain[0][0] == day_url(WEDNESDAY, facility=ct2.facility_id)
+    assert response.redirect_chain[0][0].split("#")[0] == day_url(
+        WEDNESDAY, facility=ct2.facility_id
+    )
     assert f"Moved Mover, Alex in CT 2 on {WEDNESDAY:%a %d %b %Y} at 11:00." in (
         response.content.decode()
     )
@@ -416,7 +420,9 @@ def test_cancelling_needs_a_reason_and_sends_the_exam_back_to_be_booked(clerk, c
     assert not appointment.is_cancelled
 
     response = client.post(url, {"reason": "patient has a cold"}, follow=True)
-    assert response.redirect_chain[0][0] == day_url(MONDAY, facility=appointment.facility_id)
+    assert response.redirect_chain[0][0].split("#")[0] == day_url(
+        MONDAY, facility=appointment.facility_id
+    )
     assert "the exam is to be rebooked" in response.content.decode()
     appointment.refresh_from_db()
     assert appointment.is_cancelled and appointment.cancel_reason == "patient has a cold"
@@ -441,7 +447,7 @@ def test_a_walk_in_goes_into_the_first_free_room_now(clerk, ct, monkeypatch):
     services.walk_in(order=requested(procedure), room=ct1)  # CT 1 busy until 10:30
     order = requested(procedure, "Walker")
     response = client_for(clerk).post(reverse("ris:order_walk_in", args=[order.pk]), follow=True)
-    assert response.redirect_chain[0][0] == day_url(TODAY, facility=order.facility_id)
+    assert response.redirect_chain[0][0].split("#")[0] == day_url(TODAY, facility=order.facility_id)
     assert f"Walk-in: Walker, Alex in CT 2 on {TODAY:%a %d %b %Y} at 10:00" in (
         response.content.decode()
     )
