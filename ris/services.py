@@ -573,10 +573,21 @@ def appointment_book(
     """Book an order on a room: inside the room's opening hours, never over another booking."""
     if order.status not in (Order.Status.REQUESTED, Order.Status.SCHEDULED):
         raise RisError(f"An order that is {order.get_status_display().lower()} cannot be booked.")
+    live = order.appointments.filter(is_cancelled=False).first()
+    if live is not None:
+        local = timezone.localtime(live.starts_at)
+        raise RisError(
+            f"{order.accession_number} is already booked ({live.room.name} "
+            f"{local:%Y-%m-%d %H:%M}): move that appointment instead."
+        )
     appointment = _room_take(order=order, room=room, starts_at=starts_at)
     audit.record(action=audit.Action.CREATE, obj=appointment, user=actor, door=door)
     order_status_set(order=order, status=Order.Status.SCHEDULED, actor=actor, door=door)
     return appointment
+
+
+# An exam may move while the patient is expected, missed it, or waits at the desk.
+MOVABLE_STATUSES = frozenset({Order.Status.SCHEDULED, Order.Status.NO_SHOW, Order.Status.ARRIVED})
 
 
 @transaction.atomic
@@ -592,7 +603,7 @@ def appointment_move(
     """Move an exam to another time or room. The old appointment stays, cancelled, and the
     new one points to it, so the history shows where the patient was expected before."""
     order = appointment.order
-    if order.status not in (Order.Status.SCHEDULED, Order.Status.NO_SHOW, Order.Status.ARRIVED):
+    if order.status not in MOVABLE_STATUSES:
         raise RisError(f"An exam that is {order.get_status_display().lower()} cannot be moved.")
     # Lock both rooms in one order, so two clerks moving exams between the same two rooms
     # in opposite directions queue instead of deadlocking.
@@ -717,6 +728,8 @@ def _room_take(
         raise RisError("The room is not in the order's facility.")
     if not room.is_active:
         raise RisError(f"{room.name} is out of use.")
+    if room.pk not in {r.pk for r in scheduling.rooms_for(order.procedure)}:
+        raise RisError(f"{room.name} does not perform {order.procedure.name}.")
     ends_at = starts_at + dt.timedelta(minutes=order.procedure.duration_minutes)
     # Bookings of one room queue on its row: the overlap check below then sees every
     # booking committed before it. PostgreSQL's exclusion constraint is the backstop.

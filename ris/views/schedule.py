@@ -24,8 +24,6 @@ from ris import schedule_grid, selectors, services
 from ris.models import Appointment, Order, Room
 from ris.schedule_forms import CancelForm, SlotForm, SlotSearchForm, WalkInForm
 
-MOVABLE = {Order.Status.SCHEDULED, Order.Status.NO_SHOW, Order.Status.ARRIVED}
-
 
 @require_GET
 @capability_required(Capability.VIEW_SCHEDULE)
@@ -414,7 +412,7 @@ def _link_blocks(grid: schedule_grid.Grid, *, can_edit: set[int], can_check_in: 
                 links["check_in"] = patterns["check_in"].format(pk)
             if appointment.facility_id in can_edit:
                 links["cancel"] = patterns["cancel"].format(pk)
-                if status in MOVABLE:
+                if status in services.MOVABLE_STATUSES:
                     links["move"] = patterns["move"].format(pk)
             cell.links = links
 

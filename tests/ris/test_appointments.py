@@ -151,3 +151,23 @@ def test_a_booked_exam_is_not_a_walk_in(ct):
     appointment = booked(procedure, room1, at(MONDAY, 9))
     with pytest.raises(services.RisError, match="check the patient in on its appointment"):
         services.walk_in(order=appointment.order)
+
+
+def test_a_room_that_cannot_perform_the_procedure_is_refused(ct, facility_a):
+    procedure, (room1, _) = ct
+    mr = RoomFactory(facility=facility_a, name="MR 1", modality="MR", ae_title="MR1")
+    order = order_for(PatientFactory(facility=facility_a), procedure=procedure)
+    with pytest.raises(services.RisError, match="MR 1 does not perform"):
+        services.appointment_book(order=order, room=mr, starts_at=at(MONDAY, 9))
+    with pytest.raises(services.RisError, match="MR 1 does not perform"):
+        services.walk_in(order=order, room=mr)
+    first = services.appointment_book(order=order, room=room1, starts_at=at(MONDAY, 9))
+    with pytest.raises(services.RisError, match="MR 1 does not perform"):
+        services.appointment_move(appointment=first, room=mr, starts_at=at(MONDAY, 10))
+
+
+def test_a_booked_exam_is_moved_not_booked_twice(ct):
+    procedure, (room1, room2) = ct
+    first = booked(procedure, room1, at(MONDAY, 9))
+    with pytest.raises(services.RisError, match=r"already booked \(CT 1 2026-11-30 09:00\): move"):
+        services.appointment_book(order=first.order, room=room2, starts_at=at(MONDAY, 10))
