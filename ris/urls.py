@@ -22,4 +22,9 @@ urlpatterns = [
     path("appointments/<int:pk>/cancel/", schedule.appointment_cancel, name="appointment_cancel"),
     path("appointments/<int:pk>/check-in/", schedule.check_in, name="check_in"),
     path("appointments/<int:pk>/letter/", schedule.appointment_letter, name="appointment_letter"),
+    path(
+        "appointments/<int:pk>/letter.pdf",
+        schedule.appointment_letter_pdf,
+        name="appointment_letter_pdf",
+    ),
 ]

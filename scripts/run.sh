@@ -17,6 +17,9 @@ SERVICES=(
 )
 
 mkdir -p var
+if ! compgen -G '/usr/lib/*/libpangoft2-1.0.so.0' >/dev/null; then
+    echo "run.sh: PDFs (appointment letters) need Pango: apt-get install libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core" >&2
+fi
 python manage.py migrate --no-input
 python manage.py load_demo
 

@@ -31,6 +31,9 @@ ensure_packages() {
     command -v chromium >/dev/null || missing+=(chromium)
     command -v storescu >/dev/null || missing+=(dcmtk)
     pg_bindir >/dev/null || missing+=(postgresql)
+    # PDFs (WeasyPrint): Pango, and a font with glyphs beyond Latin.
+    compgen -G '/usr/lib/*/libpangoft2-1.0.so.0' >/dev/null || missing+=(libpango-1.0-0 libpangoft2-1.0-0)
+    [[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]}"
     local apt=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q

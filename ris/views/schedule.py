@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -20,7 +21,7 @@ from accounts import audit
 from accounts.permissions import capability_required
 from accounts.roles import Capability
 from accounts.scoping import facility_ids_for
-from ris import schedule_grid, selectors, services
+from ris import pdf, schedule_grid, selectors, services
 from ris.models import Appointment, Order, Room
 from ris.schedule_forms import CancelForm, SlotForm, SlotSearchForm, WalkInForm
 
@@ -330,6 +331,23 @@ def appointment_letter(request: HttpRequest, pk: int) -> HttpResponse:
     appointment = get_object_or_404(selectors.schedule_appointments(user=request.user), pk=pk)
     audit.record_request(request, action=audit.Action.VIEW, obj=appointment)
     return render(request, "ris/appointment_letter.html", {"appointment": appointment})
+
+
+@require_GET
+@capability_required(Capability.VIEW_SCHEDULE)
+def appointment_letter_pdf(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same letter as a PDF, to e-mail or print without a browser's headers."""
+    appointment = get_object_or_404(selectors.schedule_appointments(user=request.user), pk=pk)
+    html = render_to_string("ris/appointment_letter_pdf.html", {"appointment": appointment})
+    try:
+        document = pdf.html_to_pdf(html)
+    except pdf.PdfUnavailable as error:
+        return HttpResponse(str(error), status=503, content_type="text/plain")
+    audit.record_request(request, action=audit.Action.VIEW, obj=appointment, detail={"pdf": True})
+    response = HttpResponse(document, content_type="application/pdf")
+    name = f"appointment-{appointment.order.accession_number}.pdf"
+    response["Content-Disposition"] = f'inline; filename="{name}"'
+    return response
 
 
 def _slot_page(

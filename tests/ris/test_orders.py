@@ -1,5 +1,8 @@
+import contextlib
 import datetime as dt
+import re
 import threading
+import zlib
 
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
@@ -289,3 +292,39 @@ def test_the_appointment_letter_says_when_where_and_how_to_prepare(clerk, facili
         assert text in page, text
     assert AuditEvent.objects.filter(object_type="appointment", action="view").count() == 1
     assert client_for(biller).get(url).status_code == 403
+
+
+def test_the_appointment_letter_comes_as_a_pdf_too(clerk, facility_a, outsider):
+    procedure = ProcedureFactory(facility=facility_a, name="MR knee")
+    patient = PatientFactory(facility=facility_a, family_name="Ōtake", given_name="Hana")
+    order = order_for(patient, procedure=procedure)
+    room = RoomFactory(facility=facility_a, name="MR 1", modality=procedure.modality)
+    starts = timezone.make_aware(dt.datetime(2026, 12, 1, 9, 30))
+    appointment = services.appointment_book(order=order, room=room, starts_at=starts)
+    url = reverse("ris:appointment_letter_pdf", args=[appointment.pk])
+    assert (
+        url
+        in client_for(clerk)
+        .get(reverse("ris:appointment_letter", args=[appointment.pk]))
+        .content.decode()
+    )
+    response = client_for(clerk).get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
+    document = response.content
+    assert document.startswith(b"%PDF-") and document.rstrip().endswith(b"%%EOF")
+    objects = pdf_objects(document)
+    assert len(re.findall(rb"/Type\s*/Page\b", objects)) == 1, "one A4 page"
+    assert f"Appointment {order.accession_number}".encode() in objects, "the title"
+    assert b"+DejaVu-Sans" in objects, "a font with the glyphs of every name"
+    event = AuditEvent.objects.filter(object_type="appointment", action="view").latest("pk")
+    assert event.detail == {"pdf": True}
+    assert client_for(outsider).get(url).status_code == 404
+
+
+def pdf_objects(document: bytes) -> bytes:
+    """The PDF's objects with their compressed streams inflated, to search in."""
+    parts = [document]
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", document, re.S):
+        with contextlib.suppress(zlib.error):
+            parts.append(zlib.decompressobj().decompress(stream))
+    return b"\n".join(parts)
