@@ -1,3 +1,5 @@
+import datetime as dt
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -273,6 +275,10 @@ class PatientMerge(models.Model):
         return f"patient {self.merged_id} merged into {self.surviving_id}"
 
 
+# No procedure is booked for longer; queries for a day's appointments rely on it.
+LONGEST_APPOINTMENT = dt.timedelta(hours=24)
+
+
 class Procedure(models.Model):
     """An orderable imaging procedure in a facility's catalogue (CPT/HCPCS code)."""
 
@@ -294,6 +300,10 @@ class Procedure(models.Model):
             models.UniqueConstraint(fields=["facility", "code"], name="procedure_unique_code"),
             models.CheckConstraint(
                 condition=Q(duration_minutes__gt=0), name="procedure_duration_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(duration_minutes__lte=LONGEST_APPOINTMENT.total_seconds() // 60),
+                name="procedure_duration_at_most_a_day",
             ),
         ]
 
@@ -482,6 +492,13 @@ class OrderStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order} {self.from_status} -> {self.to_status}"
+
+
+def overlapping(start: dt.datetime, end: dt.datetime) -> Q:
+    """Appointments overlapping [start, end). The lower bound on the start (no exam lasts
+    longer than a day) lets the (room, starts_at) index find them without reading every
+    earlier booking of the room."""
+    return Q(starts_at__lt=end, ends_at__gt=start, starts_at__gt=start - LONGEST_APPOINTMENT)
 
 
 class Appointment(models.Model):

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from ris.models import Appointment, Procedure, Room, RoomClosure, RoomHours
+from ris.models import Appointment, Procedure, Room, RoomClosure, RoomHours, overlapping
 
 Interval = tuple[dt.datetime, dt.datetime]
 SLOT_STEP = dt.timedelta(minutes=5)
+# How far ahead a walk-in may be put: past that the patient is better booked.
+WALK_IN_HORIZON = dt.timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -84,14 +86,13 @@ def closure_during(room: Room, starts_at: dt.datetime, ends_at: dt.datetime) -> 
 def earliest_free(
     room: Room, duration: dt.timedelta, *, not_before: dt.datetime
 ) -> dt.datetime | None:
-    """The first start from `not_before` (to the next SLOT_STEP) until the end of that local
-    day when the room is neither booked nor closed, opening hours aside: for walk-ins."""
-    day = timezone.localtime(not_before).date()
-    until = _local(day + dt.timedelta(days=1), dt.time.min)
+    """The first start from `not_before` (to the next SLOT_STEP) within a day when the room
+    is neither booked nor closed, opening hours aside: for walk-ins, at any hour."""
     start = _aligned(not_before)
+    until = start + WALK_IN_HORIZON
     holes = list(
         Appointment.objects.filter(
-            room=room, is_cancelled=False, starts_at__lt=until, ends_at__gt=start
+            overlapping(start, until), room=room, is_cancelled=False
         ).values_list("starts_at", "ends_at")
     )
     holes += list(
@@ -141,7 +142,7 @@ def _day_slots(
     busy: dict[int, list[Interval]] = defaultdict(list)
     open_rooms = [room for room in rooms if open_by_room[room.pk]]
     for room_id, starts_at, ends_at in Appointment.objects.filter(
-        room__in=open_rooms, is_cancelled=False, starts_at__lt=end, ends_at__gt=start
+        overlapping(start, end), room__in=open_rooms, is_cancelled=False
     ).values_list("room_id", "starts_at", "ends_at"):
         busy[room_id].append((starts_at, ends_at))
 

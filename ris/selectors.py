@@ -25,6 +25,7 @@ from ris.models import (
     Room,
     RoomClosure,
     RoomHours,
+    overlapping,
 )
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -265,7 +266,7 @@ def calendar_appointments(
     start, end = _day_bounds(first, last)
     return list(
         Appointment.objects.visible_to(user, Capability.VIEW_SCHEDULE)
-        .filter(room__in=list(rooms), is_cancelled=False, starts_at__lt=end, ends_at__gt=start)
+        .filter(overlapping(start, end), room__in=list(rooms), is_cancelled=False)
         .select_related("order__patient", "order__procedure")
         .only(*CALENDAR_FIELDS)
         .order_by("starts_at")

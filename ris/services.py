@@ -31,6 +31,7 @@ from ris.models import (
     PerformedProcedureStep,
     Procedure,
     Room,
+    overlapping,
 )
 
 logger = logging.getLogger(__name__)
@@ -701,7 +702,7 @@ def walk_in(
             best = (start, candidate.name, candidate)
     if best is None:
         names = ", ".join(r.name for r in rooms)
-        raise RisError(f"No time left today in {names} for {order.procedure.name}.")
+        raise RisError(f"No free time in the next 24 hours in {names} for {order.procedure.name}.")
     appointment = _room_take(
         order=order, room=best[2], starts_at=best[0], opening_hours=False, is_walk_in=True
     )
@@ -735,9 +736,7 @@ def _room_take(
     # booking committed before it. PostgreSQL's exclusion constraint is the backstop.
     Room.objects.select_for_update().filter(pk=room.pk).first()
     clash = (
-        Appointment.objects.filter(
-            room=room, is_cancelled=False, starts_at__lt=ends_at, ends_at__gt=starts_at
-        )
+        Appointment.objects.filter(overlapping(starts_at, ends_at), room=room, is_cancelled=False)
         .select_related("order")
         .first()
     )

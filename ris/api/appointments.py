@@ -17,7 +17,7 @@ from accounts.permissions import HasCapability
 from accounts.roles import Capability
 from ris import scheduling, services
 from ris.api.common import AuditedReadMixin, ScopedPrimaryKeyField
-from ris.models import Appointment, Order, Procedure, Room
+from ris.models import LONGEST_APPOINTMENT, Appointment, Order, Procedure, Room
 
 # The widest range one free-slot search may cover: a clerk looks weeks ahead, not years.
 MAX_SEARCH_DAYS = 62
@@ -120,7 +120,10 @@ class AppointmentViewSet(
         first = _day(params.get("day") or params.get("from"), "from")
         last = _day(params.get("day") or params.get("to"), "to")
         if first:
-            appointments = appointments.filter(ends_at__gt=_midnight(first))
+            start = _midnight(first)
+            appointments = appointments.filter(
+                ends_at__gt=start, starts_at__gt=start - LONGEST_APPOINTMENT
+            )
         if last:
             appointments = appointments.filter(starts_at__lt=_midnight(last + dt.timedelta(1)))
         for name in ("room", "order"):

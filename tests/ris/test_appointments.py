@@ -142,8 +142,14 @@ def test_a_walk_in_waits_for_the_room_to_be_free_and_avoids_closures(facility_a)
     following = services.walk_in(order=second, now=at(MONDAY, 9, 1))
     assert (taken.starts_at, following.starts_at) == (at(MONDAY, 9), at(MONDAY, 9, 25))
     third = order_for(PatientFactory(facility=facility_a), procedure=procedure)
-    with pytest.raises(services.RisError, match="No time left today in X-ray"):
-        services.walk_in(order=third, now=at(MONDAY, 23, 55))
+    late = services.walk_in(order=third, now=at(MONDAY, 23, 55))
+    assert late.starts_at == at(MONDAY, 23, 55), "a walk-in runs past midnight"
+    RoomClosure.objects.create(
+        room=room, starts_at=at(MONDAY, 23), ends_at=at(MONDAY, 23) + dt.timedelta(days=2)
+    )
+    fourth = order_for(PatientFactory(facility=facility_a), procedure=procedure)
+    with pytest.raises(services.RisError, match="No free time in the next 24 hours in X-ray"):
+        services.walk_in(order=fourth, now=at(MONDAY, 23, 56))
 
 
 def test_a_booked_exam_is_not_a_walk_in(ct):

@@ -99,3 +99,22 @@ def test_a_room_without_hours_takes_walk_ins_at_any_time(facility_a):
     order = order_for(PatientFactory(facility=facility_a), procedure=procedure)
     services.appointment_book(order=order, room=room, starts_at=at(MONDAY, 23, 50))
     assert scheduling.free_slots(procedure, MONDAY, MONDAY, not_before=PAST) == []
+
+
+def test_a_booking_from_the_evening_before_still_blocks_the_morning(facility_a):
+    procedure = ProcedureFactory(facility=facility_a, modality="CT", duration_minutes=60)
+    room = RoomFactory(facility=facility_a, name="CT night", modality="CT")
+    RoomHours.objects.create(room=room, weekday=6, opens=dt.time(23), closes=dt.time(23, 59))
+    RoomHours.objects.create(room=room, weekday=0, opens=dt.time(0), closes=dt.time(2))
+    order = order_for(PatientFactory(facility=facility_a), procedure=procedure)
+    sunday = MONDAY - dt.timedelta(days=1)
+    services.walk_in(order=order, room=room, now=at(sunday, 23, 30))  # until 00:30 Monday
+    slots = scheduling.free_slots(procedure, MONDAY, MONDAY, not_before=PAST, limit=100)
+    assert starts(slots)[0] == ("CT night", "00:30")
+
+
+def test_no_procedure_lasts_longer_than_a_day(facility_a):
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ProcedureFactory(facility=facility_a, duration_minutes=24 * 60 + 5)
