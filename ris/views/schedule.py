@@ -42,6 +42,17 @@ def schedule(request: HttpRequest) -> HttpResponse:
         query={"day": str(day or "")},
     )
     can_check_in = facility_ids_for(request.user, Capability.EDIT_ORDERS)
+    order_url = _url_pattern("ris:order_detail")
+    letter_url = _url_pattern("ris:appointment_letter")
+    check_in_url = _url_pattern("ris:check_in")
+    for appointment in appointments:
+        appointment.order_url = order_url.format(appointment.order_id)
+        appointment.letter_url = letter_url.format(appointment.pk)
+        if (
+            appointment.order.status == Order.Status.SCHEDULED
+            and appointment.facility_id in can_check_in
+        ):
+            appointment.check_in_url = check_in_url.format(appointment.pk)
     shown = day or timezone.localdate()
     return render(
         request,
@@ -408,14 +419,17 @@ BLOCK_LINKS = {
 }
 
 
+def _url_pattern(name: str) -> str:
+    """The URL of view `name` for any primary key, as a format string: one reverse() for a
+    page that links hundreds of rows."""
+    marker = "987654321"
+    return reverse(name, args=[int(marker)]).replace(marker, "{}")
+
+
 def _link_blocks(grid: schedule_grid.Grid, *, can_edit: set[int], can_check_in: set[int]) -> None:
     """The actions each block offers this user, as URLs made from one reverse() per
     action: reversing per block was a third of the time to draw a busy day."""
-    marker = "987654321"
-    patterns = {
-        key: reverse(name, args=[int(marker)]).replace(marker, "{}")
-        for key, name in BLOCK_LINKS.items()
-    }
+    patterns = {key: _url_pattern(name) for key, name in BLOCK_LINKS.items()}
     for row in grid.rows:
         for cell in row.cells:
             appointment = cell.appointment
