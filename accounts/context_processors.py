@@ -17,6 +17,7 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Upload images", "pacs:upload", Capability.UPLOAD_IMAGES),
     ("Fee schedule", "billing:fee_list", Capability.VIEW_BILLING),
     ("Audit trail", "accounts:audit_log", Capability.VIEW_AUDIT),
+    ("Rooms", "ris:room_list", Capability.MANAGE_FACILITY),
 ]
 
 

@@ -335,3 +335,126 @@ def _day_bounds(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime
     start = timezone.make_aware(dt.datetime.combine(first, dt.time.min))
     end = timezone.make_aware(dt.datetime.combine(last + dt.timedelta(days=1), dt.time.min))
     return start, end
+
+
+# ------------------------------------------------------- rooms, for facility administrators
+
+
+def managed_facilities(*, user: User) -> QuerySet[Facility]:
+    """Facilities whose rooms the user sets up (MANAGE_FACILITY)."""
+    return Facility.objects.filter(
+        pk__in=facility_ids_for(user, Capability.MANAGE_FACILITY)
+    ).order_by("name")
+
+
+def managed_rooms(*, user: User) -> QuerySet[Room]:
+    """Rooms the user sets up; another facility's room is not among them (a 404)."""
+    return schedule_rooms(user=user, capability=Capability.MANAGE_FACILITY)
+
+
+def room_procedure_choices(
+    *, facilities: Iterable[Facility], room: Room | None = None
+) -> QuerySet[Procedure]:
+    """Procedures a room may be set to perform: the facilities' active ones, and those it
+    already performs (so saving the page does not drop a retired one silently)."""
+    offered = Q(facility__in=list(facilities), is_active=True)
+    if room is not None:
+        offered |= Q(rooms=room)
+    return Procedure.objects.filter(offered).distinct().order_by("modality", "name", "code")
+
+
+def next_closures(
+    *, rooms: Iterable[Room], now: dt.datetime | None = None
+) -> dict[int, RoomClosure]:
+    """Each room's current or next closure, by room id; rooms without one are left out."""
+    now = now or timezone.now()
+    result: dict[int, RoomClosure] = {}
+    for closure in RoomClosure.objects.filter(room__in=list(rooms), ends_at__gt=now).order_by(
+        "room_id", "starts_at"
+    ):
+        result.setdefault(closure.room_id, closure)
+    return result
+
+
+def room_closure_list(
+    *, room: Room, now: dt.datetime | None = None, past: int = 10
+) -> tuple[list[RoomClosure], list[RoomClosure]]:
+    """The room's closures not over yet (soonest first), and the last `past` that are."""
+    now = now or timezone.now()
+    closures = RoomClosure.objects.filter(room=room)
+    coming = list(closures.filter(ends_at__gt=now).order_by("starts_at"))
+    over = list(closures.filter(ends_at__lte=now).order_by("-starts_at")[:past])
+    return coming, over
+
+
+def closure_appointments(
+    *, room: Room, starts_at: dt.datetime, ends_at: dt.datetime
+) -> list[Appointment]:
+    """Live appointments of the room overlapping [starts_at, ends_at): the ones to move."""
+    return list(
+        Appointment.objects.filter(overlapping(starts_at, ends_at), room=room, is_cancelled=False)
+        .select_related("order__patient", "order__procedure")
+        .order_by("starts_at")
+    )
+
+
+def closures_appointments(
+    *, room: Room, closures: Iterable[RoomClosure]
+) -> dict[int, list[Appointment]]:
+    """Live appointments falling in each closure, by closure id, in one query."""
+    closures = list(closures)
+    if not closures:
+        return {}
+    during = Q()
+    for closure in closures:
+        during |= overlapping(closure.starts_at, closure.ends_at)
+    appointments = list(
+        Appointment.objects.filter(during, room=room, is_cancelled=False)
+        .select_related("order__patient", "order__procedure")
+        .order_by("starts_at")
+    )
+    return {
+        closure.pk: [
+            a
+            for a in appointments
+            if a.starts_at < closure.ends_at and a.ends_at > closure.starts_at
+        ]
+        for closure in closures
+    }
+
+
+EN_DASH = "\N{EN DASH}"
+_DAY_ABBREVIATIONS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def hours_summary(by_weekday: dict[int, list[tuple[dt.time, dt.time]]] | None) -> str:
+    """A week of opening hours on one line, as "Mon-Fri 07:00-12:30, 13:00-19:00; Sat
+    08:00-12:00" (with en dashes). Days with the same hours go together; three days or
+    more in a row as a range."""
+    if not by_weekday:
+        return "No opening hours: bookable at any time, not offered in slot searches"
+    groups: dict[tuple[tuple[dt.time, dt.time], ...], list[int]] = {}
+    for weekday in sorted(by_weekday):
+        groups.setdefault(tuple(sorted(by_weekday[weekday])), []).append(weekday)
+    parts = []
+    for intervals, days in groups.items():
+        times = ", ".join(f"{opens:%H:%M}{EN_DASH}{closes:%H:%M}" for opens, closes in intervals)
+        parts.append(f"{_day_ranges(days)} {times}")
+    return "; ".join(parts)
+
+
+def _day_ranges(days: list[int]) -> str:
+    """[0, 1, 2, 4, 5] -> "Mon-Wed, Fri, Sat" (en dash)."""
+    runs: list[list[int]] = []
+    for day in days:
+        if runs and day == runs[-1][-1] + 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    names = []
+    for run in runs:
+        if len(run) >= 3:
+            names.append(f"{_DAY_ABBREVIATIONS[run[0]]}{EN_DASH}{_DAY_ABBREVIATIONS[run[-1]]}")
+        else:
+            names += [_DAY_ABBREVIATIONS[day] for day in run]
+    return ", ".join(names)

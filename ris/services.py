@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -17,7 +17,7 @@ from accounts import audit
 from accounts.models import Facility, User
 from pacs.dicom.vocabulary import UID_ROOT
 from pacs.models import Study
-from ris import scheduling
+from ris import scheduling, selectors
 from ris.models import (
     EXAM_TRANSITIONS,
     Appointment,
@@ -31,6 +31,8 @@ from ris.models import (
     PerformedProcedureStep,
     Procedure,
     Room,
+    RoomClosure,
+    RoomHours,
     overlapping,
 )
 
@@ -975,3 +977,207 @@ def mpps_set(
         detail={"status": status},
     )
     return step
+
+
+# ---- Rooms: schedulable resources a facility administrator sets up --------------------
+
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def room_hours_problems(rows: Sequence[Row]) -> dict[int, str]:
+    """What is wrong with each opening-hours row, by its index in `rows`: closing before it
+    opens, or overlapping another row of its weekday. The form shows these beside the rows;
+    `room_hours_set` refuses them. Rows that only touch (12:30 then 12:30) are fine."""
+    problems: dict[int, str] = {}
+    by_weekday: dict[int, list[int]] = {}
+    for index, row in enumerate(rows):
+        if row["weekday"] not in range(7):
+            problems[index] = "Choose a weekday."
+        elif row["closes"] <= row["opens"]:
+            problems[index] = (
+                f"Closes at {row['closes']:%H:%M}, not after it opens ({row['opens']:%H:%M}); "
+                "hours past midnight take a row on the next day."
+            )
+        else:
+            by_weekday.setdefault(row["weekday"], []).append(index)
+    for weekday, indexes in by_weekday.items():
+        indexes.sort(key=lambda i: (rows[i]["opens"], rows[i]["closes"]))
+        # The row reaching latest so far: a later-opening row starting before its end overlaps.
+        latest = indexes[0]
+        for index in indexes[1:]:
+            row, before = rows[index], rows[latest]
+            if row["opens"] < before["closes"]:
+                problems[index] = (
+                    f"Overlaps {WEEKDAY_NAMES[weekday]} {before['opens']:%H:%M}\N{EN DASH}"
+                    f"{before['closes']:%H:%M}; a break is the gap between two rows."
+                )
+            if row["closes"] > before["closes"]:
+                latest = index
+    return problems
+
+
+def _hours_text(rows: Iterable[tuple[int, dt.time, dt.time]]) -> list[str]:
+    return [f"{WEEKDAY_NAMES[w][:3]} {o:%H:%M}-{c:%H:%M}" for w, o, c in sorted(rows)]
+
+
+@transaction.atomic
+def room_hours_set(
+    *,
+    room: Room,
+    rows: Sequence[Row],
+    actor: User | None = None,
+    door: str = audit.Door.PAGE,
+) -> list[RoomHours]:
+    """Replace the room's opening hours with `rows` (weekday, opens, closes). Bookings
+    already made stay where they are, inside the new hours or not: moving them is the
+    front desk's call."""
+    problems = room_hours_problems(rows)
+    if problems:
+        raise RisError(" ".join(f"Row {i + 1}: {problems[i]}" for i in sorted(problems)))
+    # Bookings of the room queue on its row (see _room_take): none is checked against
+    # hours half replaced.
+    Room.objects.select_for_update().filter(pk=room.pk).first()
+    old = _hours_text(RoomHours.objects.filter(room=room).values_list("weekday", "opens", "closes"))
+    new = _hours_text((row["weekday"], row["opens"], row["closes"]) for row in rows)
+    if old == new:
+        return list(RoomHours.objects.filter(room=room))
+    RoomHours.objects.filter(room=room).delete()
+    hours = RoomHours.objects.bulk_create(
+        RoomHours(room=room, weekday=row["weekday"], opens=row["opens"], closes=row["closes"])
+        for row in rows
+    )
+    audit.record(
+        action=audit.Action.UPDATE,
+        obj=room,
+        user=actor,
+        door=door,
+        detail={"hours": {"old": old, "new": new}},
+    )
+    return hours
+
+
+@transaction.atomic
+def room_save(
+    *,
+    facility: Facility,
+    name: str,
+    modality: str,
+    ae_title: str,
+    is_active: bool = True,
+    procedures: Iterable[Procedure] = (),
+    hours: Sequence[Row] | None = None,
+    room: Room | None = None,
+    actor: User | None = None,
+    door: str = audit.Door.PAGE,
+) -> Room:
+    """Add a room (`room` None) or change one: its fields, the procedures it performs and,
+    when given, its opening hours, in one transaction. A room stays in its facility: its
+    bookings and AE title belong there."""
+    procedures = list(procedures)
+    if room is not None and room.facility_id != facility.pk:
+        raise RisError("A room cannot move to another facility; add a new room there.")
+    foreign = [p for p in procedures if p.facility_id != facility.pk]
+    if foreign:
+        names = ", ".join(f"{p.code} {p.name}" for p in foreign)
+        raise RisError(f"Not in the catalogue of {facility.name}: {names}.")
+    others = Room.objects.exclude(pk=room.pk) if room is not None else Room.objects.all()
+    if others.filter(ae_title=ae_title).exists():
+        # Another facility's room may hold it: say so without naming it.
+        raise RisError(f"AE title {ae_title} is already used by another room.")
+    if others.filter(facility=facility, name=name).exists():
+        raise RisError(f"{facility.name} already has a room named {name}.")
+    fields = {"name": name, "modality": modality, "ae_title": ae_title, "is_active": is_active}
+    try:
+        with transaction.atomic():
+            if room is None:
+                saved = Room.objects.create(facility=facility, **fields)
+                changed: dict[str, list[Any]] = {}
+            else:
+                saved = Room.objects.select_for_update().get(pk=room.pk)
+                changed = {
+                    key: [getattr(saved, key), value]
+                    for key, value in fields.items()
+                    if getattr(saved, key) != value
+                }
+                for key, (_, value) in changed.items():
+                    setattr(saved, key, value)
+                if changed:
+                    saved.save(update_fields=list(changed))
+    except IntegrityError as error:
+        raise RisError(f"AE title {ae_title} or name {name} was taken meanwhile.") from error
+    before = {p.pk: p.code for p in saved.procedures.all()} if room is not None else {}
+    saved.procedures.set(procedures)
+    after = {p.pk: p.code for p in procedures}
+    detail: dict[str, Any] = {"changed": changed} if changed else {}
+    added = sorted(code for pk, code in after.items() if pk not in before)
+    removed = sorted(code for pk, code in before.items() if pk not in after)
+    if added or removed:
+        detail["procedures"] = {"added": added, "removed": removed}
+    if room is None:
+        audit.record(action=audit.Action.CREATE, obj=saved, user=actor, door=door, detail=detail)
+    elif detail:
+        audit.record(action=audit.Action.UPDATE, obj=saved, user=actor, door=door, detail=detail)
+    if hours is not None:
+        room_hours_set(room=saved, rows=hours, actor=actor, door=door)
+    return saved
+
+
+@transaction.atomic
+def room_closure_add(
+    *,
+    room: Room,
+    starts_at: dt.datetime,
+    ends_at: dt.datetime,
+    reason: str = "",
+    actor: User | None = None,
+    door: str = audit.Door.PAGE,
+) -> tuple[RoomClosure, list[Appointment]]:
+    """Close a room for a while. Appointments already booked then are not touched: the
+    closure is saved and they are returned, for the user to move one by one."""
+    if ends_at <= starts_at:
+        raise RisError("A closure ends after it starts.")
+    # Queue with bookings of the room, so none slips into the closure unseen.
+    Room.objects.select_for_update().filter(pk=room.pk).first()
+    closure = RoomClosure.objects.create(
+        room=room, starts_at=starts_at, ends_at=ends_at, reason=reason.strip()[:200]
+    )
+    affected = selectors.closure_appointments(room=room, starts_at=starts_at, ends_at=ends_at)
+    audit.record(
+        action=audit.Action.CREATE,
+        obj=closure,
+        user=actor,
+        door=door,
+        facility=room.facility,
+        detail={
+            "room": room.pk,
+            "starts_at": starts_at.isoformat(),
+            "ends_at": ends_at.isoformat(),
+            "reason": closure.reason,
+            "affected": [a.order.accession_number for a in affected],
+        },
+    )
+    return closure, affected
+
+
+@transaction.atomic
+def room_closure_remove(
+    *, closure: RoomClosure, actor: User | None = None, door: str = audit.Door.PAGE
+) -> None:
+    """Open the room again for the closure's time (its opening hours apply again)."""
+    audit.record(
+        action=audit.Action.DELETE,
+        obj=closure,
+        user=actor,
+        door=door,
+        facility=closure.room.facility,
+        detail={
+            "room": closure.room_id,
+            "starts_at": closure.starts_at.isoformat(),
+            "ends_at": closure.ends_at.isoformat(),
+            "reason": closure.reason,
+        },
+    )
+    closure.delete()
+
+
+# ---- end rooms ------------------------------------------------------------------------

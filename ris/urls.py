@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ris.views import orders, patients, schedule
+from ris.views import orders, patients, rooms, schedule
 
 app_name = "ris"
 urlpatterns = [
@@ -26,5 +26,14 @@ urlpatterns = [
         "appointments/<int:pk>/letter.pdf",
         schedule.appointment_letter_pdf,
         name="appointment_letter_pdf",
+    ),
+    path("rooms/", rooms.room_list, name="room_list"),
+    path("rooms/new/", rooms.room_create, name="room_create"),
+    path("rooms/<int:pk>/", rooms.room_edit, name="room_edit"),
+    path("rooms/<int:pk>/closures/", rooms.room_closure_add, name="room_closure_add"),
+    path(
+        "rooms/<int:pk>/closures/<int:closure_pk>/remove/",
+        rooms.room_closure_remove,
+        name="room_closure_remove",
     ),
 ]
