@@ -18,6 +18,7 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Fee schedule", "billing:fee_list", Capability.VIEW_BILLING),
     ("Audit trail", "accounts:audit_log", Capability.VIEW_AUDIT),
     ("Rooms", "ris:room_list", Capability.MANAGE_FACILITY),
+    ("Procedures", "ris:procedure_list", Capability.MANAGE_FACILITY),
 ]
 
 

@@ -458,3 +458,60 @@ def _day_ranges(days: list[int]) -> str:
         else:
             names += [_DAY_ABBREVIATIONS[day] for day in run]
     return ", ".join(names)
+
+
+# ---- Procedure catalogue, for facility administrators ---------------------------------
+
+
+def managed_procedures(*, user: User) -> QuerySet[Procedure]:
+    """Procedures of the facilities the user sets up; another facility's is a 404."""
+    return Procedure.objects.visible_to(user, Capability.MANAGE_FACILITY)
+
+
+def procedure_catalogue(*, user: User, modality: str = "", query: str = "") -> QuerySet[Procedure]:
+    """The catalogue page: the user's facilities' procedures matching the modality and a
+    code or name fragment, offered ones first, each with the active rooms linked to it
+    (as `linked_rooms`: the ones `scheduling.rooms_for` picks when there are any)."""
+    procedures = managed_procedures(user=user).select_related("facility")
+    if modality:
+        procedures = procedures.filter(modality=modality)
+    query = query.strip()
+    if query:
+        procedures = procedures.filter(Q(code__icontains=query) | Q(name__icontains=query))
+    rooms = Prefetch(
+        "rooms",
+        queryset=Room.objects.filter(is_active=True).order_by("name"),
+        to_attr="linked_rooms",
+    )
+    return procedures.prefetch_related(rooms).order_by(
+        "-is_active", "facility__name", "modality", "name", "code"
+    )
+
+
+def procedure_room_choices(
+    *, facilities: Iterable[Facility], procedure: Procedure | None = None
+) -> QuerySet[Room]:
+    """Rooms a procedure may be linked to: the facilities' active rooms, and those already
+    linked to it (so saving the page does not drop a room out of use silently)."""
+    offered = Q(facility__in=list(facilities), is_active=True)
+    if procedure is not None:
+        offered |= Q(procedures=procedure)
+    return (
+        Room.objects.filter(offered)
+        .distinct()
+        .select_related("facility")
+        .order_by("facility__name", "modality", "name")
+    )
+
+
+def procedure_code_taken(
+    *, facility: Facility, code: str, procedure: Procedure | None = None
+) -> bool:
+    """Whether another procedure of the facility's catalogue has this code."""
+    others = Procedure.objects.filter(facility=facility, code=code)
+    if procedure is not None:
+        others = others.exclude(pk=procedure.pk)
+    return others.exists()
+
+
+# ---- end procedure catalogue ----------------------------------------------------------

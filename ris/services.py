@@ -20,6 +20,7 @@ from pacs.models import Study
 from ris import scheduling, selectors
 from ris.models import (
     EXAM_TRANSITIONS,
+    LONGEST_APPOINTMENT,
     Appointment,
     Order,
     OrderStatusChange,
@@ -1181,3 +1182,91 @@ def room_closure_remove(
 
 
 # ---- end rooms ------------------------------------------------------------------------
+
+
+# ---- Procedure catalogue: what a facility orders and books, set up by its administrator -
+
+# A procedure's duration bounds, in minutes: the database's check constraints.
+PROCEDURE_MINUTES = range(1, int(LONGEST_APPOINTMENT.total_seconds() // 60) + 1)
+
+
+@transaction.atomic
+def procedure_save(
+    *,
+    facility: Facility,
+    code: str,
+    name: str,
+    modality: str,
+    body_part: str = "",
+    duration_minutes: int,
+    uses_contrast: bool = False,
+    preparation: str = "",
+    is_active: bool = True,
+    rooms: Iterable[Room] = (),
+    procedure: Procedure | None = None,
+    actor: User | None = None,
+    door: str = audit.Door.PAGE,
+) -> Procedure:
+    """Add a procedure to the facility's catalogue (`procedure` None) or change one, with
+    the rooms that perform it (none: any room of its modality). A procedure is never
+    deleted, since orders keep pointing at it: `is_active` False stops offering it. It
+    stays in its facility: its orders and fees belong there."""
+    rooms = list(rooms)
+    if procedure is not None and procedure.facility_id != facility.pk:
+        raise RisError("A procedure cannot move to another facility; add it there.")
+    if duration_minutes not in PROCEDURE_MINUTES:
+        raise RisError(
+            f"A procedure lasts {PROCEDURE_MINUTES[0]} to {PROCEDURE_MINUTES[-1]} minutes."
+        )
+    foreign = [room for room in rooms if room.facility_id != facility.pk]
+    if foreign:
+        names = ", ".join(room.name for room in foreign)
+        raise RisError(f"Not a room of {facility.name}: {names}.")
+    if selectors.procedure_code_taken(facility=facility, code=code, procedure=procedure):
+        raise RisError(f"Code {code} is already in the catalogue of {facility.name}.")
+    fields = {
+        "code": code,
+        "name": name,
+        "modality": modality,
+        "body_part": body_part,
+        "duration_minutes": duration_minutes,
+        "uses_contrast": uses_contrast,
+        "preparation": preparation,
+        "is_active": is_active,
+    }
+    try:
+        with transaction.atomic():
+            if procedure is None:
+                saved = Procedure.objects.create(facility=facility, **fields)
+                changed: dict[str, list[Any]] = {}
+            else:
+                saved = Procedure.objects.select_for_update().get(pk=procedure.pk)
+                changed = {
+                    key: [getattr(saved, key), value]
+                    for key, value in fields.items()
+                    if getattr(saved, key) != value
+                }
+                for key, (_, value) in changed.items():
+                    setattr(saved, key, value)
+                if changed:
+                    saved.save(update_fields=list(changed))
+    except IntegrityError as error:
+        # Another save took the code between the check above and this one.
+        raise RisError(f"Code {code} was added to the catalogue meanwhile.") from error
+    before = {r.pk: r.name for r in saved.rooms.all()} if procedure is not None else {}
+    saved.rooms.set(rooms)
+    after = {r.pk: r.name for r in rooms}
+    detail: dict[str, Any] = {"changed": changed} if changed else {}
+    added = sorted(name for pk, name in after.items() if pk not in before)
+    removed = sorted(name for pk, name in before.items() if pk not in after)
+    if added or removed:
+        detail["rooms"] = {"added": added, "removed": removed}
+    if procedure is None:
+        detail["fields"] = fields
+        audit.record(action=audit.Action.CREATE, obj=saved, user=actor, door=door, detail=detail)
+    elif detail:
+        audit.record(action=audit.Action.UPDATE, obj=saved, user=actor, door=door, detail=detail)
+    return saved
+
+
+# ---- end procedure catalogue ----------------------------------------------------------

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ris.views import orders, patients, rooms, schedule
+from ris.views import orders, patients, procedures, rooms, schedule
 
 app_name = "ris"
 urlpatterns = [
@@ -36,4 +36,7 @@ urlpatterns = [
         rooms.room_closure_remove,
         name="room_closure_remove",
     ),
+    path("procedures/", procedures.procedure_list, name="procedure_list"),
+    path("procedures/new/", procedures.procedure_create, name="procedure_create"),
+    path("procedures/<int:pk>/", procedures.procedure_edit, name="procedure_edit"),
 ]
