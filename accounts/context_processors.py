@@ -19,6 +19,7 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Audit trail", "accounts:audit_log", Capability.VIEW_AUDIT),
     ("Rooms", "ris:room_list", Capability.MANAGE_FACILITY),
     ("Procedures", "ris:procedure_list", Capability.MANAGE_FACILITY),
+    ("HL7 messages", "hl7:message_list", Capability.MANAGE_FACILITY),
 ]
 
 

@@ -73,6 +73,10 @@ class AuditSearchForm(forms.Form):
             ("appointment", "Appointment"),
             ("study", "Study"),
             ("report", "Report"),
+            ("procedure", "Procedure"),
+            ("room", "Room"),
+            ("inboundmessage", "HL7 message received"),
+            ("outboundmessage", "HL7 message sent"),
         ],
     )
     object_id = forms.CharField(required=False, label="Object id")

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "axes",
     "accounts",
     "ris",
+    "ris.hl7",
     "pacs",
     "billing",
 ]
@@ -250,6 +251,10 @@ CELERY_BEAT_SCHEDULE = {
     "flush-image-spool": {"task": "pacs.tasks.spool_flush", "schedule": 300.0},
     # Studies whose follow-up never ran (a listener killed mid-push).
     "refresh-pending-studies": {"task": "pacs.tasks.refresh_pending_studies", "schedule": 60.0},
+    # HL7 messages stored and acknowledged whose processing task was lost.
+    "requeue-hl7-messages": {"task": "ris.hl7.tasks.requeue_waiting_messages", "schedule": 60.0},
+    # HL7 messages to partners whose retry is due, or whose delivery task was lost.
+    "deliver-due-hl7-messages": {"task": "ris.hl7.tasks.deliver_due_messages", "schedule": 30.0},
 }
 
 if REDIS_URL:
@@ -309,7 +314,18 @@ DICOM_FIND_LIMIT = env_int("DICOM_FIND_LIMIT", 5000)
 DICOM_REUSE_PORT = env_bool("DICOM_REUSE_PORT", True)
 # A stored SOP Instance UID re-sent with different bytes: reject | keep_first | overwrite.
 DICOM_DUPLICATE_POLICY = env("DICOM_DUPLICATE_POLICY", "reject")
+HL7_HOST = env("HL7_HOST", "127.0.0.1")
 HL7_PORT = env_int("HL7_PORT", 2575)
+# Messages from senders that are not a registered HL7 partner go to this facility (a
+# facility code); empty: they are rejected (AR).
+HL7_DEFAULT_FACILITY = env("HL7_DEFAULT_FACILITY")
+# Largest message the listener takes (bytes between the MLLP marks).
+HL7_MAX_MESSAGE_BYTES = env_int("HL7_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)
+# A connection with no traffic for this long is closed (senders reconnect).
+HL7_IDLE_TIMEOUT = env_int("HL7_IDLE_TIMEOUT", 600)
+HL7_MAX_CONNECTIONS = env_int("HL7_MAX_CONNECTIONS", 64)
+# Tries of a message to a partner (backoff 30 s doubling, at most 1 h) before it is dead.
+HL7_OUTBOUND_MAX_ATTEMPTS = env_int("HL7_OUTBOUND_MAX_ATTEMPTS", 10)
 
 # DICOMweb: the most matches one QIDO-RS response holds (a client pages with offset),
 # and the origins of external viewers allowed to call it from a browser (CORS).

@@ -32,6 +32,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("accounts/", include("accounts.urls")),
     path("ris/", include("ris.urls")),
+    path("hl7/", include("ris.hl7.urls")),
     path("billing/", include("billing.urls")),
     path("pacs/", include("pacs.urls")),
     path("viewer/", include("pacs.viewer.urls")),

@@ -575,3 +575,105 @@ class PerformedProcedureStep(models.Model):
     @property
     def patient_id(self) -> int | None:
         return self.order.patient_id if self.order else None
+
+
+class Visit(models.Model):
+    """A patient's visit (encounter) as the HIS announced it over HL7 ADT (PV1): admitted
+    (A01) or registered (A04), discharged (A03), cancelled (A11). Kept for the record
+    and the exam's context; orders do not depend on it."""
+
+    class PatientClass(models.TextChoices):
+        """HL7 table 0004 (PV1-2)."""
+
+        EMERGENCY = "E", "Emergency"
+        INPATIENT = "I", "Inpatient"
+        OUTPATIENT = "O", "Outpatient"
+        PREADMIT = "P", "Preadmit"
+        RECURRING = "R", "Recurring patient"
+        OBSTETRICS = "B", "Obstetrics"
+        COMMERCIAL = "C", "Commercial account"
+        NOT_APPLICABLE = "N", "Not applicable"
+        UNKNOWN = "U", "Unknown"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="visits")
+    visit_number = models.CharField(
+        max_length=64, blank=True, help_text="HL7 PV1-19 (CX-1); blank when not sent."
+    )
+    patient_class = models.CharField(
+        max_length=1, choices=PatientClass.choices, default=PatientClass.UNKNOWN
+    )
+    location = models.CharField(
+        max_length=200, blank=True, help_text="Assigned location (PV1-3), as text."
+    )
+    attending_doctor = models.CharField(
+        max_length=200, blank=True, help_text="PV1-7: name, and the HIS's id in brackets."
+    )
+    admitted_at = models.DateTimeField(null=True, blank=True, help_text="PV1-44.")
+    discharged_at = models.DateTimeField(null=True, blank=True, help_text="PV1-45 or A03.")
+    is_cancelled = models.BooleanField(default=False, help_text="Admit cancelled (A11).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-admitted_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "visit_number"],
+                condition=~Q(visit_number=""),
+                name="visit_unique_number",
+            ),
+        ]
+        indexes = [models.Index(fields=["patient", "admitted_at"])]
+
+    def __str__(self) -> str:
+        return f"visit {self.visit_number}" if self.visit_number else f"visit {self.pk}"
+
+
+class Report(models.Model):
+    """A radiologist's report of an order: the minimal model the reporting issue grows.
+
+    Released as preliminary, final or corrected (HL7 OBR-25 P, F, C), each release sent
+    to the partners that file results; a draft stays here."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PRELIMINARY = "preliminary", "Preliminary"
+        FINAL = "final", "Final"
+        CORRECTED = "corrected", "Corrected"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="reports")
+    text = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    signed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"report {self.pk} ({self.status})"
+
+    @property
+    def patient_id(self) -> int:
+        return self.order.patient_id
+
+
+R = Report.Status
+
+# A report is released preliminary or final; a final one is corrected (again and again).
+REPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    R.DRAFT: frozenset({R.PRELIMINARY, R.FINAL}),
+    R.PRELIMINARY: frozenset({R.PRELIMINARY, R.FINAL}),
+    R.FINAL: frozenset({R.CORRECTED}),
+    R.CORRECTED: frozenset({R.CORRECTED}),
+}

@@ -18,9 +18,11 @@ from accounts.models import Facility, User
 from pacs.dicom.vocabulary import UID_ROOT
 from pacs.models import Study
 from ris import scheduling, selectors
+from ris.hl7 import outbox
 from ris.models import (
     EXAM_TRANSITIONS,
     LONGEST_APPOINTMENT,
+    REPORT_TRANSITIONS,
     Appointment,
     Order,
     OrderStatusChange,
@@ -31,9 +33,11 @@ from ris.models import (
     PatientMerge,
     PerformedProcedureStep,
     Procedure,
+    Report,
     Room,
     RoomClosure,
     RoomHours,
+    Visit,
     overlapping,
 )
 
@@ -303,6 +307,7 @@ def patient_merge(
         # Reports hang off orders, so they move with them; a later model holding its own
         # patient column (report, charge) is moved here too.
         "studies": Study.objects.filter(patient=duplicate).update(patient=survivor),
+        "visits": Visit.objects.filter(patient=duplicate).update(patient=survivor),
     }
     PatientIdentifier.objects.filter(
         patient=duplicate, issuer=survivor.mrn_issuer, value=survivor.mrn
@@ -529,6 +534,7 @@ def order_create(
     reason: str = "",
     diagnosis_codes: str = "",
     actor: User | None = None,
+    actor_name: str = "",
     door: str = audit.Door.PAGE,
 ) -> Order:
     if procedure.facility_id != patient.facility_id:
@@ -561,7 +567,8 @@ def order_create(
         reason=reason,
         diagnosis_codes=diagnosis_codes,
     )
-    audit.record(action=audit.Action.CREATE, obj=order, user=actor, door=door)
+    audit.record(action=audit.Action.CREATE, obj=order, user=actor, actor=actor_name, door=door)
+    outbox.order_announce_enqueue(order=order, door=door)
     return order
 
 
@@ -646,6 +653,7 @@ def appointment_cancel(
     reason: str,
     cancel_exam: bool = False,
     actor: User | None = None,
+    actor_name: str = "",
     door: str = audit.Door.PAGE,
 ) -> Appointment:
     """Cancel an appointment. The exam goes back to requested, to be booked again, unless
@@ -667,11 +675,19 @@ def appointment_cancel(
         action=audit.Action.UPDATE,
         obj=locked,
         user=actor,
+        actor=actor_name,
         door=door,
         detail={"cancelled": True, "reason": reason},
     )
     status = Order.Status.CANCELLED if cancel_exam else Order.Status.REQUESTED
-    order_status_set(order=order, status=status, actor=actor, door=door, reason=reason)
+    order_status_set(
+        order=order,
+        status=status,
+        actor=actor,
+        actor_name=actor_name,
+        door=door,
+        reason=reason,
+    )
     appointment.is_cancelled = True
     return locked
 
@@ -832,6 +848,7 @@ def order_status_set(
         door=door,
         detail={"status": [current, status], **({"reason": reason} if reason else {})},
     )
+    outbox.order_status_enqueue(order=order, status=status, door=door)
     return order
 
 
@@ -1270,3 +1287,228 @@ def procedure_save(
 
 
 # ---- end procedure catalogue ----------------------------------------------------------
+
+
+# ---- Orders from HL7 --------------------------------------------------------------------
+
+# An exam that has not started may still become another procedure.
+PROCEDURE_CHANGEABLE = frozenset(
+    {Order.Status.REQUESTED, Order.Status.SCHEDULED, Order.Status.ARRIVED, Order.Status.NO_SHOW}
+)
+
+
+@transaction.atomic
+def order_change(
+    *,
+    order: Order,
+    procedure: Procedure | None = None,
+    priority: str | None = None,
+    referring_physician_name: str | None = None,
+    reason: str | None = None,
+    diagnosis_codes: str | None = None,
+    actor: User | None = None,
+    actor_name: str = "",
+    door: str = audit.Door.PAGE,
+) -> Order:
+    """Change what was ordered (the placer's XO, a clerk's correction): None leaves a
+    field as it is. Audited with each field's old and new value.
+
+    A cancelled exam is not changed (order again). The procedure changes only before the
+    exam starts, and only to one the booked room (if any) performs; a booking keeps its
+    time. The row is locked, like a status change, so two doors apply one after the other.
+    """
+    locked = Order.objects.select_for_update().select_related("procedure").get(pk=order.pk)
+    if locked.status == Order.Status.CANCELLED:
+        raise RisError(f"{locked.accession_number} is cancelled: it cannot be changed.")
+    changed: dict[str, list[Any]] = {}
+    if procedure is not None and procedure.pk != locked.procedure_id:
+        if locked.status not in PROCEDURE_CHANGEABLE:
+            raise RisError(
+                f"{locked.accession_number} is {locked.get_status_display().lower()}: "
+                f"it cannot become {procedure.code} {procedure.name}."
+            )
+        if procedure.facility_id != locked.facility_id:
+            raise RisError("The procedure is not in the order's facility catalogue.")
+        if not procedure.is_active:
+            raise RisError(f"{procedure.code} {procedure.name} is no longer offered.")
+        booked = locked.appointments.filter(is_cancelled=False).select_related("room").first()
+        if booked is not None and booked.room_id not in {
+            room.pk for room in scheduling.rooms_for(procedure)
+        }:
+            raise RisError(
+                f"{booked.room.name}, where {locked.accession_number} is booked, does not "
+                f"perform {procedure.name}: move the appointment first."
+            )
+        changed["procedure"] = [locked.procedure.code, procedure.code]
+        locked.procedure = procedure
+    if priority is not None:
+        if priority not in Order.Priority.values:
+            raise RisError(f"Priority {priority!r} is not one of ours.")
+        if priority != locked.priority:
+            changed["priority"] = [locked.priority, priority]
+            locked.priority = priority
+    if diagnosis_codes is not None:
+        diagnosis_codes = icd10_codes_clean(diagnosis_codes)
+    texts = {
+        "referring_physician_name": referring_physician_name,
+        "reason": reason,
+        "diagnosis_codes": diagnosis_codes,
+    }
+    for name, value in texts.items():
+        if value is not None and value != getattr(locked, name):
+            changed[name] = [getattr(locked, name), value]
+            setattr(locked, name, value)
+    if changed:
+        locked.save(update_fields=[*changed, "updated_at"])
+        audit.record(
+            action=audit.Action.UPDATE,
+            obj=locked,
+            user=actor,
+            actor=actor_name,
+            door=door,
+            detail={"changed": changed},
+        )
+    return locked
+
+
+# ---- end orders from HL7 ----------------------------------------------------------------
+
+
+# ---- Reports (grown by the reporting issue) ------------------------------------------------
+
+# The report statuses that are released: signed, and sent as results (ORU^R01).
+REPORT_RELEASED = frozenset(
+    {Report.Status.PRELIMINARY, Report.Status.FINAL, Report.Status.CORRECTED}
+)
+
+
+@transaction.atomic
+def report_save(
+    *,
+    order: Order,
+    text: str,
+    actor: User | None = None,
+    report: Report | None = None,
+    door: str = audit.Door.PAGE,
+) -> Report:
+    """Start a report of `order` (a draft), or change the text of a draft; a released
+    report changes by `report_status_set` (preliminary again, or corrected)."""
+    if report is None:
+        if order.status == Order.Status.CANCELLED:
+            raise RisError(f"{order.accession_number} is cancelled: there is nothing to report.")
+        report = Report.objects.create(facility=order.facility, order=order, text=text)
+        audit.record(action=audit.Action.CREATE, obj=report, user=actor, door=door)
+        return report
+    locked = Report.objects.select_for_update().get(pk=report.pk)
+    if locked.status != Report.Status.DRAFT:
+        raise RisError(
+            f"The report is {locked.get_status_display().lower()}: release a new version "
+            "instead of editing it."
+        )
+    if text != locked.text:
+        locked.text = text
+        locked.save(update_fields=["text", "updated_at"])
+        audit.record(
+            action=audit.Action.UPDATE, obj=locked, user=actor, door=door, detail={"text": True}
+        )
+    return locked
+
+
+@transaction.atomic
+def report_status_set(
+    *,
+    report: Report,
+    status: str,
+    actor: User | None,
+    text: str | None = None,
+    door: str = audit.Door.PAGE,
+) -> Report:
+    """Release a report as preliminary or final, or correct a final one (with `text`,
+    the new wording): signed by `actor` now, and sent to the partners that file results
+    (ORU^R01, OBR-25 P, F or C) once committed. Audited."""
+    locked = Report.objects.select_for_update().get(pk=report.pk)
+    current = locked.status
+    new_text = text if text is not None else locked.text
+    if status == current and new_text == locked.text:
+        return locked
+    if status not in REPORT_TRANSITIONS.get(current, frozenset()):
+        labels = dict(Report.Status.choices)
+        raise RisError(
+            f"A {labels[current].lower()} report cannot become "
+            f"{labels.get(status, status).lower()}."
+        )
+    if status in REPORT_RELEASED:
+        if actor is None:
+            raise RisError("A report is released by the radiologist who signs it.")
+        if not new_text.strip():
+            raise RisError("An empty report cannot be released.")
+    locked.status = status
+    locked.text = new_text
+    locked.signed_by = actor
+    locked.signed_at = timezone.now()
+    locked.save(update_fields=["status", "text", "signed_by", "signed_at", "updated_at"])
+    audit.record(
+        action=audit.Action.UPDATE,
+        obj=locked,
+        user=actor,
+        door=door,
+        detail={"status": [current, status], **({"text": True} if text is not None else {})},
+    )
+    outbox.results_enqueue(report=locked)
+    return locked
+
+
+@transaction.atomic
+def order_placer_number_assign(
+    *,
+    order: Order,
+    placer_order_number: str,
+    actor: User | None = None,
+    actor_name: str = "",
+    door: str = audit.Door.HL7,
+) -> Order:
+    """Give an order the placer's number (HL7 ORC-2), as the HIS assigns it for an order
+    made here (ORR NA). Refused when another order of the facility has it, or the order
+    already has another one."""
+    number = placer_order_number.strip()
+    if not number:
+        raise RisError("The placer order number is empty.")
+    if len(number) > Order._meta.get_field("placer_order_number").max_length:
+        raise RisError(f"Placer order number {number} is too long.")
+    locked = Order.objects.select_for_update().get(pk=order.pk)
+    if locked.placer_order_number == number:
+        return locked
+    if locked.placer_order_number:
+        raise RisError(
+            f"{locked.accession_number} already has placer order number "
+            f"{locked.placer_order_number}."
+        )
+    taken = (
+        Order.objects.filter(facility_id=locked.facility_id, placer_order_number=number)
+        .exclude(pk=locked.pk)
+        .values_list("accession_number", flat=True)
+        .first()
+    )
+    if taken is not None:
+        raise RisError(f"Placer order number {number} is already used here ({taken}).")
+    try:
+        with transaction.atomic():
+            Order.objects.filter(pk=locked.pk).update(
+                placer_order_number=number, updated_at=timezone.now()
+            )
+    except IntegrityError as error:
+        raise RisError(f"Placer order number {number} was taken meanwhile.") from error
+    locked.placer_order_number = number
+    order.placer_order_number = number
+    audit.record(
+        action=audit.Action.UPDATE,
+        obj=locked,
+        user=actor,
+        actor=actor_name,
+        door=door,
+        detail={"placer_order_number": ["", number]},
+    )
+    return locked
+
+
+# ---- end reports ---------------------------------------------------------------------------

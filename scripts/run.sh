@@ -14,6 +14,7 @@ export PYTHONUNBUFFERED=1
 SERVICES=(
     "web|python manage.py runserver 127.0.0.1:8000"
     "dicom|python manage.py dicom_server"
+    "hl7|python manage.py hl7_listener"
 )
 
 mkdir -p var

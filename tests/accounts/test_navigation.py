@@ -12,7 +12,15 @@ EXPECTED_MENU = {
     Role.RADIOLOGIST: ["Home", "Today", "Patients", "Orders", "Reading list", "Studies"],
     Role.REFERRING_PHYSICIAN: ["Home", "Studies"],
     Role.BILLING: ["Home", "Patients", "Orders", "Fee schedule"],
-    Role.ADMIN: ["Home", "Today", "Fee schedule", "Audit trail", "Rooms", "Procedures"],
+    Role.ADMIN: [
+        "Home",
+        "Today",
+        "Fee schedule",
+        "Audit trail",
+        "Rooms",
+        "Procedures",
+        "HL7 messages",
+    ],
 }
 
 

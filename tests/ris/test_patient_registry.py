@@ -183,6 +183,7 @@ def test_a_merge_moves_orders_studies_identifiers_contacts_and_insurance(clerk, 
     assert history.summary == {
         "orders": 1,
         "studies": 1,
+        "visits": 0,
         "identifiers": 1,
         "contacts": 1,
         "insurance": 1,

@@ -354,7 +354,7 @@ def test_the_menu_shows_procedures_to_admins_only(facility_admin, clerk):
         response = client_for(user).get(reverse("home"))
         return [item["label"] for item in response.context["nav_items"]]
 
-    assert menu(facility_admin)[-2:] == ["Rooms", "Procedures"]
+    assert "Procedures" in menu(facility_admin)
     assert "Procedures" not in menu(clerk)
 
 

@@ -23,6 +23,7 @@ from billing.models import FeeScheduleEntry, Payer
 from pacs.demo import load_demo_images
 from pacs.models import DicomNode
 from ris import services
+from ris.hl7.models import Partner
 from ris.models import Order, Procedure, Room
 
 FACILITIES = [
@@ -214,6 +215,10 @@ class Command(BaseCommand):
                 host="127.0.0.1",
                 port=11113 + index,
                 description="Reading workstation",
+            )
+            # The hospital's HIS: its messages say MSH-3 "HIS", MSH-4 the facility code.
+            Partner.objects.create(
+                facility=facility, name=f"{name} HIS", application="HIS", application_facility=code
             )
         return credentials
 

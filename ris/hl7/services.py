@@ -1,0 +1,358 @@
+"""HL7 in: every message is stored raw and committed before it is acknowledged, then
+applied by a worker, one patient's messages in the order they arrived.
+
+`message_receive` is what the MLLP listener calls for each message; `message_process`
+what the Celery task calls. Both can run many at once, in many processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import Facility
+from ris.hl7 import ack, parse
+from ris.hl7.inbound import HANDLERS, Context, Handler, NothingToDo, adt
+from ris.hl7.models import InboundMessage, Partner
+from ris.hl7.parse import Hl7Error, Message
+from ris.services import RisError
+
+logger = logging.getLogger(__name__)
+
+# HL7 table 0103: production, training, debugging.
+PROCESSING_IDS = frozenset({"P", "T", "D"})
+# After this many tries that ended in an unexpected error, a message is set aside as
+# failed so it does not hold its patient's later messages up for ever.
+MAX_ATTEMPTS = 5
+
+Status = InboundMessage.Status
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the listener sends back (None: nothing, as enhanced mode's MSH-15 may ask)
+    and the stored row's id."""
+
+    ack: str | None
+    message_id: int
+
+
+def message_receive(raw: bytes, *, peer: str = "") -> Receipt:
+    """Store one message and decide its acknowledgement (HL7 v2.5.1 2.9).
+
+    The row is committed before this returns, so the ACK the caller sends next is only
+    ever sent for a message that is durable; an accepted message is queued for
+    processing once committed. Nothing received is dropped: a message we refuse is kept
+    too, with the reason, for the message log.
+    """
+    row = InboundMessage(raw=raw, peer=peer[:64])
+    header: parse.Header | None = None
+    try:
+        # NUL has no place in HL7 text and PostgreSQL text cannot hold it: read it as "?"
+        # (the raw bytes keep the original).
+        message = parse.parse(raw.replace(b"\x00", b"?"))
+        header = message.header
+        row.text = message.text
+        _describe(row, message)
+        row.facility, row.partner = _sender(header)
+        _check(message, row.facility)
+    except Hl7Error as error:
+        row.status = Status.FAILED if error.replayable else Status.REJECTED
+        row.ack_code = error.ack_code
+        row.error = error.reason
+        row.error_location = error.location
+        row.ack = ack.build(
+            header,
+            error.ack_code,
+            reason=error.reason,
+            location=error.location,
+            error_code=error.error_code,
+        )
+        if not row.text:
+            row.text = raw.decode("utf-8", errors="replace").replace("\x00", "?")
+    else:
+        row.ack_code = ack.ACCEPT
+        row.ack = ack.build(header, ack.ACCEPT)
+    with transaction.atomic():
+        if row.status == Status.RECEIVED:
+            _lock_control_id(row)
+            original = _original_of(row)
+            if original is not None:
+                row.status = Status.DUPLICATE
+                row.duplicate_of = original
+                row.processed_at = timezone.now()
+        row.save(force_insert=True)
+        if row.status == Status.RECEIVED:
+            from ris.hl7 import tasks
+
+            # Robust: the message is stored either way; a broker that is down must not
+            # make the listener say "not stored" (the periodic requeue sends the task).
+            transaction.on_commit(lambda: tasks.process_message.delay(row.pk), robust=True)
+    wanted = header is None or ack.wanted(header, row.ack_code)
+    return Receipt(ack=row.ack if wanted else None, message_id=row.pk)
+
+
+def _lock_control_id(row: InboundMessage) -> None:
+    """Serialize the duplicate check of one control id (PostgreSQL: a transaction-level
+    advisory lock), so two copies arriving at once on two connections are not both
+    taken as new. Elsewhere (SQLite) writers are serialized anyway."""
+    if connection.vendor != "postgresql" or not row.control_id:
+        return
+    key = f"{row.sending_application}|{row.sending_facility}|{row.control_id}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
+
+
+def _describe(row: InboundMessage, message: Message) -> None:
+    """The columns the log is searched by, and the queue key."""
+    header = message.header
+    row.sending_application = header.sending_application[:180]
+    row.sending_facility = header.sending_facility[:180]
+    row.control_id = header.control_id[:199]
+    row.message_type = header.message_type[:16]
+    row.version = header.version[:8]
+    pid = message.segment("PID")
+    if pid is not None:
+        patient_id, issuer = adt.pid_key(pid)
+        if patient_id:
+            row.patient_key = f"{issuer}^{patient_id}"[:200]
+        row.patient_name = " ".join(part for part in (pid.value(5, 2), pid.value(5, 1)) if part)[
+            :200
+        ]
+    orc = message.segment("ORC")
+    obr = message.segment("OBR")
+    number = (orc.value(2) if orc else "") or (obr.value(2) if obr else "")
+    row.order_number = number[:100]
+
+
+def _sender(header: parse.Header) -> tuple[Facility, Partner | None]:
+    """The facility a message is for: its partner's (by MSH-3 and MSH-4), or the default
+    facility of settings for senders not registered."""
+    partners = Partner.objects.filter(
+        application=header.sending_application, is_active=True
+    ).select_related("facility")
+    by_facility = {p.application_facility: p for p in partners}
+    partner = by_facility.get(header.sending_facility) or by_facility.get("")
+    if partner is not None:
+        return partner.facility, partner
+    code = settings.HL7_DEFAULT_FACILITY
+    facility = Facility.objects.filter(code=code, is_active=True).first() if code else None
+    if facility is None:
+        raise Hl7Error(
+            f"Sending application {header.sending_application!r} "
+            f"(facility {header.sending_facility!r}) is not a registered HL7 partner.",
+            location="MSH-3",
+            error_code=parse.UNKNOWN_KEY_IDENTIFIER,
+            ack_code=ack.REJECT,
+        )
+    return facility, None
+
+
+def _check(message: Message, facility: Facility) -> None:
+    """What can be decided on receipt, cheaply: the envelope (2.9.2.2: type, version and
+    processing id we do not support earn AR) and the content every handler needs."""
+    header = message.header
+    if not header.control_id:
+        raise Hl7Error(
+            "MSH-10 (message control id) is empty.",
+            location="MSH-10",
+            error_code=parse.REQUIRED_FIELD_MISSING,
+            ack_code=ack.REJECT,
+        )
+    if header.version not in parse.SUPPORTED_VERSIONS:
+        raise Hl7Error(
+            f"Version {header.version or '(none)'} (MSH-12) is not supported; "
+            f"we read {', '.join(sorted(parse.SUPPORTED_VERSIONS))}.",
+            location="MSH-12",
+            error_code=parse.UNSUPPORTED_VERSION_ID,
+            ack_code=ack.REJECT,
+        )
+    processing = header.processing_id[:1].upper()
+    if processing not in PROCESSING_IDS:
+        raise Hl7Error(
+            f"Processing id {header.processing_id or '(none)'} (MSH-11) is not P, T or D.",
+            location="MSH-11",
+            error_code=parse.UNSUPPORTED_PROCESSING_ID,
+            ack_code=ack.REJECT,
+        )
+    handler = HANDLERS.get(header.message_type) or HANDLERS.get(header.message_code)
+    if handler is None:
+        known = sorted({key.split("^")[0] for key in HANDLERS})
+        if header.message_code in known:
+            raise Hl7Error(
+                f"Event {header.trigger_event or '(none)'} of {header.message_code} "
+                "(MSH-9.2) is not supported.",
+                location="MSH-9.2",
+                error_code=parse.UNSUPPORTED_EVENT_CODE,
+                ack_code=ack.REJECT,
+            )
+        raise Hl7Error(
+            f"Message type {header.message_type or '(none)'} (MSH-9) is not supported.",
+            location="MSH-9",
+            error_code=parse.UNSUPPORTED_MESSAGE_TYPE,
+            ack_code=ack.REJECT,
+        )
+    for name in handler.required_segments:
+        if message.segment(name) is None:
+            raise Hl7Error(
+                f"{header.message_type} needs a {name} segment.",
+                location=name,
+                error_code=parse.SEGMENT_SEQUENCE_ERROR,
+                ack_code=ack.ERROR,
+            )
+    if handler.check is not None:
+        handler.check(message, facility)
+
+
+def _original_of(row: InboundMessage) -> InboundMessage | None:
+    """The earlier copy of a message a sender sent again (same sender and control id, the
+    same content): applied once, acknowledged each time. Same id, other content, is a new
+    message, kept and applied (the sender reuses ids)."""
+    if not row.control_id:
+        return None
+    earlier = InboundMessage.objects.filter(
+        sending_application=row.sending_application,
+        sending_facility=row.sending_facility,
+        control_id=row.control_id,
+        duplicate_of=None,
+    ).exclude(status=Status.REJECTED)
+    for candidate in earlier.only("id", "text").order_by("id"):
+        if _same_content(candidate.text, row.text):
+            return candidate
+    return None
+
+
+def _same_content(first: str, second: str) -> bool:
+    """Equal but for MSH-7 (a resend is often stamped anew)."""
+
+    def without_time(text: str) -> str:
+        msh, _, rest = text.partition("\r")
+        fields = msh.split(msh[3:4] or "|")
+        if len(fields) > 6:
+            fields[6] = ""
+        return "|".join(fields) + "\r" + rest
+
+    return first == second or without_time(first) == without_time(second)
+
+
+# ---- processing ------------------------------------------------------------------------
+
+
+def message_process(message_id: int) -> None:
+    """Apply a received message, after every earlier waiting message of its patient.
+
+    Idempotent: a message already applied (by another worker draining the same patient's
+    queue) is left alone. Workers on one patient queue behind the row lock of the oldest
+    waiting message, so a patient's messages apply in arrival order.
+    """
+    row = InboundMessage.objects.filter(pk=message_id).only("facility_id", "patient_key").first()
+    if row is None:
+        return
+    for _ in range(1000):
+        if not _process_next(row.facility_id, row.patient_key, message_id):
+            return
+
+
+class ProcessingDeferred(Exception):
+    """An unexpected error applying a message: its task retries later (the row says why)."""
+
+
+def _process_next(facility_id: int | None, patient_key: str, message_id: int) -> bool:
+    """Apply the oldest waiting message of the queue; False when `message_id` is done."""
+    with transaction.atomic():
+        queue = InboundMessage.objects.filter(status=Status.RECEIVED)
+        if patient_key:
+            queue = queue.filter(facility_id=facility_id, patient_key=patient_key)
+        else:
+            queue = queue.filter(pk=message_id)
+        row = queue.select_for_update().order_by("id").first()
+        if row is None:
+            # Nothing waiting (or the row we waited on was done meanwhile): ours is done
+            # unless it is still waiting, which another pass finds.
+            return InboundMessage.objects.filter(pk=message_id, status=Status.RECEIVED).exists()
+        _apply(row)
+    if row.status == Status.RECEIVED:
+        raise ProcessingDeferred(f"HL7 message {row.pk}: {row.error}")
+    return row.pk != message_id
+
+
+def _apply(row: InboundMessage) -> None:
+    """Apply one message inside the caller's transaction (in a savepoint of its own) and
+    record the outcome. An unexpected error leaves it waiting, its attempts counted,
+    until MAX_ATTEMPTS set it aside as failed."""
+    row.attempts += 1
+    message: Message | None = None
+    handler: Handler | None = None
+    context: Context | None = None
+    try:
+        message = parse.parse(bytes(row.raw))
+        handler = HANDLERS.get(message.header.message_type) or HANDLERS[message.header.message_code]
+        context = Context(facility=row.facility, partner=row.partner, message_id=row.pk)
+        with transaction.atomic():
+            outcome = handler.apply(message, context)
+    except NothingToDo as nothing:
+        row.status = Status.IGNORED
+        row.outcome = str(nothing)[:500]
+        row.error = row.error_location = ""
+    except (Hl7Error, RisError) as error:
+        row.status = Status.FAILED
+        row.outcome = ""
+        row.error = getattr(error, "reason", str(error))
+        row.error_location = getattr(error, "location", "")
+        if handler is not None and handler.respond is not None and message and context:
+            row.outcome = handler.respond(message, context, error)[:500]
+    except Exception as error:
+        logger.exception("HL7 message %s failed (attempt %s)", row.pk, row.attempts)
+        row.error = f"Internal error (attempt {row.attempts}): {error}"
+        row.error_location = ""
+        if row.attempts < MAX_ATTEMPTS:
+            row.save(update_fields=["attempts", "error", "error_location"])
+            return
+        row.status = Status.FAILED
+    else:
+        row.status = Status.PROCESSED
+        row.outcome = outcome[:500]
+        row.error = row.error_location = ""
+    row.processed_at = timezone.now()
+    row.save(
+        update_fields=["status", "attempts", "outcome", "error", "error_location", "processed_at"]
+    )
+
+
+def messages_requeue(*, older_than_seconds: int = 60) -> int:
+    """Queue again what waits too long (its task was lost with a worker or a broker
+    restart): the safety net that makes "stored" mean "will be applied"."""
+    from ris.hl7 import tasks
+
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    waiting = list(
+        InboundMessage.objects.filter(status=Status.RECEIVED, received_at__lt=cutoff)
+        .order_by("id")
+        .values_list("id", flat=True)[:10000]
+    )
+    for message_id in waiting:
+        tasks.process_message.delay(message_id)
+    return len(waiting)
+
+
+@transaction.atomic
+def message_replay(*, message: InboundMessage) -> InboundMessage:
+    """Apply a failed (or ignored) message again, now: after a fix of the data it
+    depended on, e.g. the procedure its order named was added to the catalogue. The row
+    is locked and its status checked under the lock, so a double-clicked replay applies
+    once. The door audits who asked."""
+    row = InboundMessage.objects.select_for_update().get(pk=message.pk)
+    refusals = {
+        Status.REJECTED: "A rejected message was never accepted: the sender must send it again.",
+        Status.DUPLICATE: "A duplicate is applied through its original message.",
+        Status.PROCESSED: "It was processed already: replaying it would apply it twice.",
+        Status.RECEIVED: "It is waiting in its patient's queue and will be applied in turn.",
+    }
+    if row.status in refusals:
+        raise RisError(refusals[Status(row.status)])
+    _apply(row)
+    return row

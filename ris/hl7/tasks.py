@@ -1,0 +1,42 @@
+"""Celery adapters of the HL7 interfaces: take ids, call a service, retry on failure."""
+
+from celery import shared_task
+
+from ris.hl7 import services
+
+
+@shared_task(bind=True, acks_late=True, max_retries=services.MAX_ATTEMPTS, default_retry_delay=10)
+def process_message(self, message_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Apply one received message (and its patient's earlier waiting ones)."""
+    try:
+        services.message_process(message_id)
+    except services.ProcessingDeferred as error:
+        if self.request.is_eager:
+            return  # no worker to retry: the periodic requeue tries again
+        raise self.retry(exc=error, countdown=min(300, 10 * 2**self.request.retries)) from error
+
+
+@shared_task(acks_late=True)
+def requeue_waiting_messages() -> int:
+    """Periodic safety net: messages stored but never applied (a lost task) are queued."""
+    return services.messages_requeue()
+
+
+# ---- HL7 out -----------------------------------------------------------------------------
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_message(message_id: int) -> None:
+    """Send one outbound message (and those queued behind it). Retries are not Celery's:
+    a failed message gets its next attempt time on its row, and the sweep sends it."""
+    from ris.hl7 import outbox
+
+    outbox.deliver(message_id)
+
+
+@shared_task(acks_late=True)
+def deliver_due_messages() -> int:
+    """Periodic: outbound messages whose retry is due, or whose task was lost."""
+    from ris.hl7 import outbox
+
+    return outbox.deliver_due()

@@ -1,0 +1,254 @@
+"""Receiving HL7: stored before acknowledged, refused with the right code and reason,
+duplicates applied once, one patient's messages applied in arrival order."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from ris.hl7 import services
+from ris.hl7.inbound import HANDLERS, Handler
+from ris.hl7.models import InboundMessage, OutboundMessage, Partner
+from ris.models import Patient
+from tests.factories import FacilityFactory
+
+pytestmark = pytest.mark.django_db
+
+Status = InboundMessage.Status
+
+
+def hl7(*segments: str) -> bytes:
+    return "\r".join(segments).encode()
+
+
+def msh(
+    control_id: str = "MSG001",
+    message_type: str = "ADT^A01^ADT_A01",
+    *,
+    version: str = "2.5.1",
+    sender: str = "HIS",
+    accept: str = "",
+    application: str = "",
+    processing: str = "P",
+) -> str:
+    return (
+        f"MSH|^~\\&|{sender}|HOSP|RADPACS|NORTH|20261201083000||{message_type}|{control_id}|"
+        f"{processing}|{version}|||{accept}|{application}"
+    )
+
+
+def admit(control_id: str = "MSG001", *, family: str = "Smith", mrn: str = "123") -> bytes:
+    return hl7(
+        msh(control_id),
+        "EVN|A01|20261201083000",
+        f"PID|1||{mrn}^^^NORTH_MRN^MR||{family}^Anna||19800101|F",
+        "PV1|1|O",
+    )
+
+
+def msa(segment_text: str, *, index: int = 1) -> str:
+    """MSA-`index` of an ACK."""
+    line = next(s for s in segment_text.split("\r") if s.startswith("MSA|"))
+    return line.split("|")[index]
+
+
+def err(segment_text: str) -> str:
+    return next((s for s in segment_text.split("\r") if s.startswith("ERR|")), "")
+
+
+@pytest.fixture
+def default_facility(settings, facility_a):
+    settings.HL7_DEFAULT_FACILITY = facility_a.code
+    return facility_a
+
+
+def receive(raw: bytes, capture) -> services.Receipt:
+    with capture(execute=True):
+        return services.message_receive(raw, peer="127.0.0.1:5000")
+
+
+def test_an_accepted_message_is_stored_then_acknowledged_with_its_control_id(
+    default_facility, django_capture_on_commit_callbacks
+):
+    receipt = receive(admit("CTRL42"), django_capture_on_commit_callbacks)
+    assert msa(receipt.ack) == "AA"
+    assert msa(receipt.ack, index=2) == "CTRL42"
+    row = InboundMessage.objects.get(pk=receipt.message_id)
+    assert (row.control_id, row.message_type, row.version) == ("CTRL42", "ADT^A01", "2.5.1")
+    assert row.peer == "127.0.0.1:5000"
+    assert bytes(row.raw) == admit("CTRL42")
+    assert row.ack == receipt.ack
+    assert row.patient_key == "NORTH_MRN^123"
+    assert row.facility == default_facility
+    assert row.status == Status.PROCESSED
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "error_code", "reason"),
+    [
+        (b"hello, this is not HL7", "AR", "100", "must begin with an MSH segment"),
+        (hl7(msh(version="2.9"), "PID|1||1"), "AR", "203", "Version 2.9 (MSH-12)"),
+        (hl7(msh(message_type="RDE^O11"), "PID|1||1"), "AR", "200", "RDE^O11 (MSH-9)"),
+        (hl7(msh(message_type="ADT^A99"), "PID|1||1"), "AR", "201", "Event A99"),
+        (hl7(msh(control_id=""), "PID|1||1"), "AR", "101", "MSH-10"),
+        (hl7(msh(processing="X"), "PID|1||1"), "AR", "202", "Processing id X"),
+        (hl7(msh(), "EVN|A01"), "AE", "100", "needs a PID segment"),
+    ],
+)
+def test_a_message_we_cannot_take_gets_the_right_code_and_reason_and_is_kept(
+    default_facility, django_capture_on_commit_callbacks, raw, code, error_code, reason
+):
+    receipt = receive(raw, django_capture_on_commit_callbacks)
+    assert msa(receipt.ack) == code
+    assert f"|{error_code}^" in err(receipt.ack)
+    row = InboundMessage.objects.get(pk=receipt.message_id)
+    assert row.status == Status.REJECTED
+    assert reason in row.error
+    assert bytes(row.raw) == raw
+
+
+def test_a_sender_not_registered_is_refused_when_there_is_no_default_facility(
+    facility_a, django_capture_on_commit_callbacks
+):
+    receipt = receive(admit(), django_capture_on_commit_callbacks)
+    assert msa(receipt.ack) == "AR"
+    assert "not a registered HL7 partner" in InboundMessage.objects.get().error
+
+
+def test_a_registered_partner_files_its_messages_under_its_facility(
+    facility_a, django_capture_on_commit_callbacks
+):
+    other = FacilityFactory(code="EAST")
+    Partner.objects.create(facility=other, name="East HIS", application="HIS")
+    receipt = receive(admit(), django_capture_on_commit_callbacks)
+    assert msa(receipt.ack) == "AA"
+    row = InboundMessage.objects.get()
+    assert row.facility == other
+    assert row.partner.name == "East HIS"
+
+
+def test_a_message_sent_again_with_the_same_control_id_is_applied_once(
+    default_facility, django_capture_on_commit_callbacks
+):
+    first = receive(admit("DUP1"), django_capture_on_commit_callbacks)
+    # The sender lost our ACK and resends, stamping MSH-7 anew.
+    again = admit("DUP1").replace(b"20261201083000||ADT", b"20261201083500||ADT")
+    second = receive(again, django_capture_on_commit_callbacks)
+    assert msa(second.ack) == "AA"
+    row = InboundMessage.objects.get(pk=second.message_id)
+    assert row.status == Status.DUPLICATE
+    assert row.duplicate_of_id == first.message_id
+    assert Patient.objects.filter(facility=default_facility, mrn="123").count() == 1
+
+
+def test_the_same_control_id_with_other_content_is_a_new_message(
+    default_facility, django_capture_on_commit_callbacks
+):
+    receive(admit("SAME", mrn="1"), django_capture_on_commit_callbacks)
+    receipt = receive(admit("SAME", mrn="2"), django_capture_on_commit_callbacks)
+    assert InboundMessage.objects.get(pk=receipt.message_id).status == Status.PROCESSED
+    assert Patient.objects.filter(mrn__in=["1", "2"]).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("accept", "code_sent"),
+    [("AL", "CA"), ("NE", None), ("ER", None), ("SU", "CA")],
+)
+def test_enhanced_mode_answers_as_msh15_asks_on_success(
+    default_facility, django_capture_on_commit_callbacks, accept, code_sent
+):
+    raw = hl7(
+        msh(accept=accept, application="NE"),
+        "PID|1||5^^^NORTH_MRN^MR||Doe^Jo",
+    )
+    receipt = receive(raw, django_capture_on_commit_callbacks)
+    assert (msa(receipt.ack) if receipt.ack else None) == code_sent
+
+
+def test_enhanced_mode_reports_an_error_as_commit_reject_when_asked_for_errors(
+    default_facility, django_capture_on_commit_callbacks
+):
+    raw = hl7(msh(version="2.9", accept="ER", application="NE"), "PID|1||5")
+    receipt = receive(raw, django_capture_on_commit_callbacks)
+    assert msa(receipt.ack) == "CR"
+
+
+def test_one_patients_messages_apply_in_arrival_order_whichever_task_runs_first(
+    default_facility, django_capture_on_commit_callbacks
+):
+    # Both are stored before either is applied (the tasks are captured, not run).
+    with django_capture_on_commit_callbacks(execute=False):
+        first = services.message_receive(admit("A", family="Smith"), peer="x")
+        second = services.message_receive(
+            hl7(
+                msh("B", "ADT^A08^ADT_A01"),
+                "EVN|A08|20261201090000",
+                "PID|1||123^^^NORTH_MRN^MR||Jones^Anna||19800101|F",
+            ),
+            peer="x",
+        )
+    # The worker that picks up the second message applies the first one before it.
+    services.message_process(second.message_id)
+    rows = InboundMessage.objects.in_bulk([first.message_id, second.message_id])
+    assert rows[first.message_id].status == Status.PROCESSED
+    assert rows[second.message_id].status == Status.PROCESSED
+    assert rows[first.message_id].processed_at <= rows[second.message_id].processed_at
+    assert Patient.objects.get(mrn="123").family_name == "Jones"
+    # The first message's own task then finds nothing left to do.
+    services.message_process(first.message_id)
+    assert Patient.objects.get(mrn="123").family_name == "Jones"
+
+
+def test_an_unexpected_error_is_retried_then_set_aside_without_blocking_the_patient(
+    default_facility, django_capture_on_commit_callbacks, monkeypatch
+):
+    def explode(message, context):
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setitem(HANDLERS, "ADT^A01", Handler(apply=explode, required_segments=("PID",)))
+    with django_capture_on_commit_callbacks(execute=False):
+        receipt = services.message_receive(admit("BOOM"), peer="x")
+    for attempt in range(1, services.MAX_ATTEMPTS):
+        with pytest.raises(services.ProcessingDeferred):
+            services.message_process(receipt.message_id)
+        row = InboundMessage.objects.get(pk=receipt.message_id)
+        assert (row.status, row.attempts) == (Status.RECEIVED, attempt)
+        assert "database on fire" in row.error
+    services.message_process(receipt.message_id)
+    row = InboundMessage.objects.get(pk=receipt.message_id)
+    assert row.status == Status.FAILED
+    assert "database on fire" in row.error
+
+
+def test_messages_whose_task_was_lost_are_queued_again(
+    default_facility, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        receipt = services.message_receive(admit("LOST"), peer="x")
+    InboundMessage.objects.filter(pk=receipt.message_id).update(
+        received_at=timezone.now() - dt.timedelta(minutes=5)
+    )
+    assert services.messages_requeue() == 1
+    assert InboundMessage.objects.get(pk=receipt.message_id).status == Status.PROCESSED
+    assert services.messages_requeue() == 0
+
+
+def test_an_application_ack_from_the_partner_is_kept_on_the_message_it_answers(
+    facility_a, django_capture_on_commit_callbacks
+):
+    partner = Partner.objects.create(facility=facility_a, name="HIS", application="HIS")
+    sent = OutboundMessage.objects.create(
+        facility=facility_a,
+        partner=partner,
+        message_type="ORU^R01",
+        control_id="OUT0001",
+        text="MSH|...",
+    )
+    raw = hl7(msh("ACK77", "ACK^R01^ACK"), "MSA|AA|OUT0001")
+    receipt = receive(raw, django_capture_on_commit_callbacks)
+    assert msa(receipt.ack) == "AA"
+    sent.refresh_from_db()
+    assert (sent.ack_code, sent.ack) == ("AA", raw.decode())
+    assert InboundMessage.objects.get(pk=receipt.message_id).outcome == "AA for our ORU^R01 OUT0001"
