@@ -6,9 +6,9 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -1074,6 +1074,36 @@ def room_hours_set(
     return hours
 
 
+ModelT = TypeVar("ModelT", bound=models.Model)
+
+
+def _create_or_change(
+    model: type[ModelT], existing: ModelT | None, fields: dict[str, Any], **create: Any
+) -> tuple[ModelT, dict[str, list[Any]]]:
+    """Create the row (`existing` None), or lock it and change the fields that differ.
+    Returns the row and what changed as {field: [old, new]}, for the audit trail."""
+    if existing is None:
+        return model._default_manager.create(**create, **fields), {}
+    saved = model._default_manager.select_for_update().get(pk=existing.pk)
+    changed = {
+        key: [getattr(saved, key), value]
+        for key, value in fields.items()
+        if getattr(saved, key) != value
+    }
+    for key, (_, value) in changed.items():
+        setattr(saved, key, value)
+    if changed:
+        saved.save(update_fields=list(changed))
+    return saved, changed
+
+
+def _links_changed(before: dict[int, str], after: dict[int, str]) -> dict[str, list[str]]:
+    """The names linked and unlinked between two {pk: name} sets; empty when the same."""
+    added = sorted(name for pk, name in after.items() if pk not in before)
+    removed = sorted(name for pk, name in before.items() if pk not in after)
+    return {"added": added, "removed": removed} if added or removed else {}
+
+
 @transaction.atomic
 def room_save(
     *,
@@ -1107,30 +1137,15 @@ def room_save(
     fields = {"name": name, "modality": modality, "ae_title": ae_title, "is_active": is_active}
     try:
         with transaction.atomic():
-            if room is None:
-                saved = Room.objects.create(facility=facility, **fields)
-                changed: dict[str, list[Any]] = {}
-            else:
-                saved = Room.objects.select_for_update().get(pk=room.pk)
-                changed = {
-                    key: [getattr(saved, key), value]
-                    for key, value in fields.items()
-                    if getattr(saved, key) != value
-                }
-                for key, (_, value) in changed.items():
-                    setattr(saved, key, value)
-                if changed:
-                    saved.save(update_fields=list(changed))
+            saved, changed = _create_or_change(Room, room, fields, facility=facility)
     except IntegrityError as error:
         raise RisError(f"AE title {ae_title} or name {name} was taken meanwhile.") from error
     before = {p.pk: p.code for p in saved.procedures.all()} if room is not None else {}
     saved.procedures.set(procedures)
-    after = {p.pk: p.code for p in procedures}
     detail: dict[str, Any] = {"changed": changed} if changed else {}
-    added = sorted(code for pk, code in after.items() if pk not in before)
-    removed = sorted(code for pk, code in before.items() if pk not in after)
-    if added or removed:
-        detail["procedures"] = {"added": added, "removed": removed}
+    links = _links_changed(before, {p.pk: p.code for p in procedures})
+    if links:
+        detail["procedures"] = links
     if room is None:
         audit.record(action=audit.Action.CREATE, obj=saved, user=actor, door=door, detail=detail)
     elif detail:
@@ -1253,31 +1268,16 @@ def procedure_save(
     }
     try:
         with transaction.atomic():
-            if procedure is None:
-                saved = Procedure.objects.create(facility=facility, **fields)
-                changed: dict[str, list[Any]] = {}
-            else:
-                saved = Procedure.objects.select_for_update().get(pk=procedure.pk)
-                changed = {
-                    key: [getattr(saved, key), value]
-                    for key, value in fields.items()
-                    if getattr(saved, key) != value
-                }
-                for key, (_, value) in changed.items():
-                    setattr(saved, key, value)
-                if changed:
-                    saved.save(update_fields=list(changed))
+            saved, changed = _create_or_change(Procedure, procedure, fields, facility=facility)
     except IntegrityError as error:
         # Another save took the code between the check above and this one.
         raise RisError(f"Code {code} was added to the catalogue meanwhile.") from error
     before = {r.pk: r.name for r in saved.rooms.all()} if procedure is not None else {}
     saved.rooms.set(rooms)
-    after = {r.pk: r.name for r in rooms}
     detail: dict[str, Any] = {"changed": changed} if changed else {}
-    added = sorted(name for pk, name in after.items() if pk not in before)
-    removed = sorted(name for pk, name in before.items() if pk not in after)
-    if added or removed:
-        detail["rooms"] = {"added": added, "removed": removed}
+    links = _links_changed(before, {r.pk: r.name for r in rooms})
+    if links:
+        detail["rooms"] = links
     if procedure is None:
         detail["fields"] = fields
         audit.record(action=audit.Action.CREATE, obj=saved, user=actor, door=door, detail=detail)
