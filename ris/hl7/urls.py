@@ -14,4 +14,5 @@ urlpatterns = [
     path("messages/<int:pk>/replay/", views.message_replay, name="message_replay"),
     path("outbound/", views.outbound_list, name="outbound_list"),
     path("outbound/<int:pk>/", views.outbound_detail, name="outbound_detail"),
+    path("outbound/<int:pk>/resend/", views.outbound_resend, name="outbound_resend"),
 ]

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts import audit
 from accounts.permissions import capability_required
 from accounts.roles import Capability
-from ris.hl7 import selectors, services, validation
+from ris.hl7 import outbox, selectors, services, validation
 from ris.hl7.forms import InboundFilterForm, OutboundFilterForm, ReplayForm
 from ris.hl7.models import InboundMessage, OutboundMessage
 from ris.services import RisError
@@ -213,8 +213,29 @@ def outbound_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "badge": OUTBOUND_BADGE.get(message.status, ""),
             "view": selectors.message_view(message.text),
             "ack_lines": _lines(message.ack),
+            "resendable": message.status in (Out.FAILED, Out.DEAD),
         },
     )
+
+
+@require_POST
+@capability_required(Capability.MANAGE_FACILITY)
+def outbound_resend(request: HttpRequest, pk: int) -> HttpResponse:
+    """Send a dead or failed message again now (after the partner fixed its side)."""
+    message = selectors.outbound_message_detail(user=request.user, pk=pk)
+    if message is None:
+        raise Http404("No such message.")
+    before = message.status
+    try:
+        row = outbox.message_resend(message=message)
+    except RisError as error:
+        messages.error(request, f"{message.message_type} {message.control_id}: {error}")
+    else:
+        audit.record_request(
+            request, action=audit.Action.UPDATE, obj=row, detail={"resend": [before, row.status]}
+        )
+        messages.success(request, f"{row.message_type} {row.control_id} queued to send again.")
+    return redirect("hl7:outbound_detail", pk=message.pk)
 
 
 # ---- helpers ---------------------------------------------------------------------------

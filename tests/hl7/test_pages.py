@@ -574,3 +574,47 @@ def test_the_outbound_log_shows_attempts_errors_and_the_partners_ack(
     )
     listed = AuditEvent.objects.filter(action=AuditEvent.Action.LIST).first()
     assert listed.user == facility_admin
+
+
+def test_a_dead_message_is_sent_again_on_request_and_a_sent_one_is_not(
+    admin, other_admin, facility_a, partner
+):
+    dead = OutboundMessage.objects.create(
+        facility=facility_a,
+        partner=partner,
+        message_type="ORU^R01",
+        control_id="DEAD1",
+        text=hl7(msh("DEAD1", "ORU^R01")),
+        status=OutboundMessage.Status.DEAD,
+        attempts=10,
+        last_error="Connection refused",
+    )
+    sent = OutboundMessage.objects.create(
+        facility=facility_a,
+        partner=partner,
+        message_type="ORU^R01",
+        control_id="SENT1",
+        text=hl7(msh("SENT1", "ORU^R01")),
+        status=OutboundMessage.Status.SENT,
+    )
+    page = admin.get(reverse("hl7:outbound_detail", args=[dead.pk])).content.decode()
+    assert "Send again now" in page
+    assert (
+        "Send again now"
+        not in admin.get(reverse("hl7:outbound_detail", args=[sent.pk])).content.decode()
+    )
+
+    assert other_admin.post(reverse("hl7:outbound_resend", args=[dead.pk])).status_code == 404
+    response = admin.post(reverse("hl7:outbound_resend", args=[dead.pk]))
+    assert response.status_code == 302
+    assert flashed(response) == ["ORU^R01 DEAD1 queued to send again."]
+    dead.refresh_from_db()
+    assert (dead.status, dead.attempts) == (OutboundMessage.Status.PENDING, 0)
+    assert AuditEvent.objects.filter(
+        action=AuditEvent.Action.UPDATE, object_type="outboundmessage", object_id=str(dead.pk)
+    ).exists()
+
+    refused = admin.post(reverse("hl7:outbound_resend", args=[sent.pk]))
+    assert "not sent again" in flashed(refused)[-1]
+    sent.refresh_from_db()
+    assert sent.status == OutboundMessage.Status.SENT
