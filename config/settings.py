@@ -324,6 +324,9 @@ HL7_MAX_MESSAGE_BYTES = env_int("HL7_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)
 # A connection with no traffic for this long is closed (senders reconnect).
 HL7_IDLE_TIMEOUT = env_int("HL7_IDLE_TIMEOUT", 600)
 HL7_MAX_CONNECTIONS = env_int("HL7_MAX_CONNECTIONS", 64)
+# How long a process reuses what it read of the HL7 partners (admin changes take this
+# long to reach a running listener); tests read them afresh.
+HL7_PARTNER_CACHE_SECONDS = env_int("HL7_PARTNER_CACHE_SECONDS", 0 if TESTING else 30)
 # Tries of a message to a partner (backoff 30 s doubling, at most 1 h) before it is dead.
 HL7_OUTBOUND_MAX_ATTEMPTS = env_int("HL7_OUTBOUND_MAX_ATTEMPTS", 10)
 

@@ -8,6 +8,7 @@ what the Celery task calls. Both can run many at once, in many processes.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -129,13 +130,30 @@ def _describe(row: InboundMessage, message: Message) -> None:
     row.order_number = number[:100]
 
 
+# Partners by MSH-3, as (read at, {MSH-4: partner}): the listener reads them for every
+# message, an admin changes them rarely. Per process, for HL7_PARTNER_CACHE_SECONDS.
+_partners: dict[str, tuple[float, dict[str, Partner]]] = {}
+
+
+def _partners_of(application: str) -> dict[str, Partner]:
+    ttl = settings.HL7_PARTNER_CACHE_SECONDS
+    now = time.monotonic()
+    cached = _partners.get(application)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    partners = Partner.objects.filter(application=application, is_active=True).select_related(
+        "facility"
+    )
+    by_facility = {p.application_facility: p for p in partners if p.facility.is_active}
+    if ttl > 0:
+        _partners[application] = (now, by_facility)
+    return by_facility
+
+
 def _sender(header: parse.Header) -> tuple[Facility, Partner | None]:
     """The facility a message is for: its partner's (by MSH-3 and MSH-4), or the default
     facility of settings for senders not registered."""
-    partners = Partner.objects.filter(
-        application=header.sending_application, is_active=True
-    ).select_related("facility")
-    by_facility = {p.application_facility: p for p in partners}
+    by_facility = _partners_of(header.sending_application)
     partner = by_facility.get(header.sending_facility) or by_facility.get("")
     if partner is not None:
         return partner.facility, partner
@@ -220,9 +238,9 @@ def _original_of(row: InboundMessage) -> InboundMessage | None:
         control_id=row.control_id,
         duplicate_of=None,
     ).exclude(status=Status.REJECTED)
-    for candidate in earlier.only("id", "text").order_by("id"):
-        if _same_content(candidate.text, row.text):
-            return candidate
+    for candidate_id, text in earlier.order_by("id").values_list("id", "text"):
+        if _same_content(text, row.text):
+            return InboundMessage(pk=candidate_id)
     return None
 
 
@@ -269,7 +287,12 @@ def _process_next(facility_id: int | None, patient_key: str, message_id: int) ->
             queue = queue.filter(facility_id=facility_id, patient_key=patient_key)
         else:
             queue = queue.filter(pk=message_id)
-        row = queue.select_for_update().order_by("id").first()
+        row = (
+            queue.select_for_update(of=("self",))
+            .select_related("facility", "partner")
+            .order_by("id")
+            .first()
+        )
         if row is None:
             # Nothing waiting (or the row we waited on was done meanwhile): ours is done
             # unless it is still waiting, which another pass finds.

@@ -252,3 +252,22 @@ def test_an_application_ack_from_the_partner_is_kept_on_the_message_it_answers(
     sent.refresh_from_db()
     assert (sent.ack_code, sent.ack) == ("AA", raw.decode())
     assert InboundMessage.objects.get(pk=receipt.message_id).outcome == "AA for our ORU^R01 OUT0001"
+
+
+def test_the_listener_reads_partners_once_per_cache_period(
+    facility_a, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.HL7_PARTNER_CACHE_SECONDS = 30
+    monkeypatch.setattr(services, "_partners", {})
+    Partner.objects.create(facility=facility_a, name="HIS", application="HIS")
+    with CaptureQueriesContext(connection) as queries:
+        receive(admit("C1", mrn="1"), django_capture_on_commit_callbacks)
+        receive(admit("C2", mrn="2"), django_capture_on_commit_callbacks)
+    partner_reads = [
+        q for q in queries.captured_queries if q["sql"].startswith('SELECT "hl7_partner"')
+    ]
+    assert len(partner_reads) == 1
+    assert InboundMessage.objects.filter(facility=facility_a).count() == 2
