@@ -256,12 +256,17 @@ def receive(raw: bytes, peer: str) -> Answer:
 
 
 def _receive(raw: bytes, peer: str) -> services.Receipt:
-    """`message_receive` with the thread's DB connection looked after as around a
-    request; a connection that died while pooled is replaced and the message tried
-    again, once (safe: nothing was stored, or the copy is recorded as a duplicate)."""
+    """`message_receive` on the thread's own DB connection, kept open from message to
+    message (a connection per message would cost more than the message; CONN_MAX_AGE is
+    for requests). A connection that errored is dropped; one that died while idle is
+    replaced and the message tried again, once (safe: nothing was stored, or the copy is
+    recorded as a duplicate)."""
     connection = db.connections[db.DEFAULT_DB_ALIAS]
     for attempt in (1, 2):
-        db.close_old_connections()
+        if connection.connection is not None and connection.errors_occurred:
+            if not connection.is_usable():
+                connection.close()
+            connection.errors_occurred = False
         pooled = connection.connection is not None
         try:
             return services.message_receive(raw, peer=peer)
@@ -270,8 +275,6 @@ def _receive(raw: bytes, peer: str) -> services.Receipt:
             if attempt == 2 or not pooled:
                 raise
             logger.warning("HL7 listener: DB connection lost (%s); trying again", error)
-        finally:
-            db.close_old_connections()
     raise AssertionError("unreachable")
 
 

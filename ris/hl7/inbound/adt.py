@@ -740,8 +740,10 @@ def _visit_upsert(
     if data is None:
         return ""
     fields = dict(data.fields)
-    if not data.number and fields.get("patient_class") in (None, "N"):
-        return ""  # PV1|1|N: "no visit", as A28/A31 and many A08s send it
+    if not data.number and (not create or fields.get("patient_class") in (None, "N")):
+        # An update (A08) names its visit by number; PV1|1|N is "no visit", as A28/A31
+        # and many A08s send it.
+        return ""
     visits = Visit.objects.filter(facility=context.facility)
     admitted = fields["admitted_at"] if "admitted_at" in fields else event_time(message, tz)
     if data.number:
