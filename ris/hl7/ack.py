@@ -84,6 +84,7 @@ def build(
     our_application: str = "RADPACS",
     now: dt.datetime | None = None,
     enhanced: bool | None = None,
+    message_control_id: str = "",
 ) -> str:
     """The ACK for a message whose header is `header` (None when even MSH could not be
     read). `code` is AA/AE/AR; in enhanced mode it becomes CA/CE/CR."""
@@ -108,7 +109,7 @@ def build(
             stamp,
             "",
             message_type,
-            control_id(),
+            message_control_id or control_id(),
             escape(header.processing_id or "P", header),
             escape(version, header),
         ]

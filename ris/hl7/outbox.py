@@ -208,6 +208,31 @@ def _enqueue(
     return row
 
 
+def response_enqueue(
+    *,
+    facility: Facility,
+    partner: Partner,
+    message_type: str,
+    control_id: str,
+    text: str,
+    reason: str,
+    order: Order | None = None,
+) -> OutboundMessage:
+    """An answer to a message the partner sent (application ACK, ORR, ORI), built by the
+    caller: queued like any outbound message, delivered after commit."""
+    row = OutboundMessage.objects.create(
+        facility=facility,
+        partner=partner,
+        message_type=message_type,
+        control_id=control_id,
+        text=text,
+        reason=reason[:100],
+        order=order,
+    )
+    _dispatch_on_commit(row.pk)
+    return row
+
+
 def _dispatch_on_commit(message_id: int) -> None:
     """Queue the delivery once the transaction commits. A broker that cannot take it
     does not undo the business change: the sweep finds the message (robust)."""

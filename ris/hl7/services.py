@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Facility
-from ris.hl7 import ack, parse
+from ris.hl7 import ack, outbox, parse
 from ris.hl7.inbound import HANDLERS, Context, Handler, NothingToDo, adt
 from ris.hl7.models import InboundMessage, Partner
 from ris.hl7.parse import Hl7Error, Message
@@ -308,6 +308,7 @@ def _apply(row: InboundMessage) -> None:
     record the outcome. An unexpected error leaves it waiting, its attempts counted,
     until MAX_ATTEMPTS set it aside as failed."""
     row.attempts += 1
+    error_code = parse.APPLICATION_INTERNAL_ERROR
     message: Message | None = None
     handler: Handler | None = None
     context: Context | None = None
@@ -326,6 +327,7 @@ def _apply(row: InboundMessage) -> None:
         row.outcome = ""
         row.error = getattr(error, "reason", str(error))
         row.error_location = getattr(error, "location", "")
+        error_code = getattr(error, "error_code", parse.APPLICATION_INTERNAL_ERROR)
         if handler is not None and handler.respond is not None and message and context:
             row.outcome = handler.respond(message, context, error)[:500]
     except Exception as error:
@@ -340,10 +342,49 @@ def _apply(row: InboundMessage) -> None:
         row.status = Status.PROCESSED
         row.outcome = outcome[:500]
         row.error = row.error_location = ""
+    answers_itself = handler is None or handler.respond is not None
+    if message and context and not answers_itself and message.header.message_code != "ACK":
+        sent = _application_ack(message, context, row, error_code)
+        row.outcome = "; ".join(part for part in (row.outcome, sent) if part)[:500]
     row.processed_at = timezone.now()
     row.save(
         update_fields=["status", "attempts", "outcome", "error", "error_location", "processed_at"]
     )
+
+
+def _application_ack(
+    message: Message, context: Context, row: InboundMessage, error_code: int
+) -> str:
+    """Enhanced mode's application acknowledgement (2.9.3), a message of its own once the
+    message is applied, as MSH-16 asks (table 0155: AL always, SU on success, ER on
+    error). Handlers with responses of their own (orders: ORR, ORI) write those instead."""
+    failed = row.status == Status.FAILED
+    wanted = message.header.application_ack_type
+    if not (wanted == "AL" or (wanted == "SU" and not failed) or (wanted == "ER" and failed)):
+        return ""
+    partner = context.partner
+    if partner is None or not partner.can_receive:
+        sender = partner.name if partner else message.header.sending_application or "sender"
+        return f"no application ACK sent: {sender} is not a partner we can send to"
+    control_id = ack.control_id()
+    text = ack.build(
+        message.header,
+        ack.ERROR if failed else ack.ACCEPT,
+        reason=row.error if failed else "",
+        location=row.error_location if failed else "",
+        error_code=error_code if failed else 0,
+        enhanced=False,
+        message_control_id=control_id,
+    )
+    outbox.response_enqueue(
+        facility=context.facility,
+        partner=partner,
+        message_type="ACK",
+        control_id=control_id,
+        text=text,
+        reason=f"application ACK of HL7 message {row.pk} ({message.header.control_id})",
+    )
+    return f"ACK {control_id} queued for {partner.name}"
 
 
 def messages_requeue(*, older_than_seconds: int = 60) -> int:

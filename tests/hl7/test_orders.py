@@ -413,11 +413,13 @@ def test_an_orr_with_our_accession_number_goes_to_the_outbox_when_the_sender_ask
 
     assert msa_code(receipt) == "CA"  # enhanced mode: the commit acknowledgement
     response = OutboundMessage.objects.get()
+    # Sent right after commit; nobody listens on the test's port, so it waits for a retry.
     assert (response.message_type, response.status, response.partner) == (
         "ORR^O02",
-        OutboundMessage.Status.PENDING,
+        OutboundMessage.Status.FAILED,
         his,
     )
+    assert response.attempts == 1
     assert response.order == Order.objects.get(placer_order_number="PO5001")
     msh = segment(response.text, "MSH")
     assert (msh[8], msh[10], msh[11]) == ("ORR^O02^ORR_O02", "P", "2.5.1")

@@ -731,3 +731,67 @@ def test_a_placer_number_is_given_once(order, patient):
         services.order_placer_number_assign(
             order=order_for(patient), placer_order_number="HIS-100", actor_name="HIS"
         )
+
+
+# ---- application acknowledgements (enhanced mode, MSH-16) ---------------------------------
+
+
+def adt(control_id: str, event: str, *, application_ack: str) -> bytes:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|HIS|HOSP|RADPACS|NORTH|20261201083000||ADT^{event}^ADT_A01|{control_id}|P|"
+            f"2.5.1|||NE|{application_ack}",
+            f"EVN|{event}|20261201083000",
+            "PID|1||555^^^NORTH_MRN^MR||Ode^Ana||19800101|F",
+            "PV1|1|O|||||||||||||||||V77",
+        ]
+    ).encode()
+
+
+def received_by(peer: Peer, count: int) -> list[parse.Message]:
+    for _ in range(100):
+        if len(peer.received) >= count:
+            break
+        threading.Event().wait(0.05)
+    return peer.received
+
+
+def test_an_adt_applied_gets_its_application_ack_when_msh16_asks_always(
+    facility_a, his, peer, django_capture_on_commit_callbacks
+):
+    from ris.hl7 import services as hl7_services
+
+    with django_capture_on_commit_callbacks(execute=True):
+        receipt = hl7_services.message_receive(adt("APP1", "A01", application_ack="AL"))
+
+    assert receipt.ack is None  # MSH-15 NE: no accept acknowledgement on the connection
+    [answer] = received_by(peer, 1)
+    assert answer.header.message_type == "ACK^A01"
+    assert (answer.segment("MSA").value(1), answer.segment("MSA").value(2)) == ("AA", "APP1")
+    sent = OutboundMessage.objects.get(message_type="ACK")
+    assert sent.status == OutboundMessage.Status.SENT
+    assert f"ACK {sent.control_id} queued for City HIS" in (
+        hl7_services.InboundMessage.objects.get(pk=receipt.message_id).outcome
+    )
+
+
+def test_an_adt_that_fails_gets_an_ae_with_the_reason_when_msh16_asks_on_error(
+    facility_a, his, peer, django_capture_on_commit_callbacks
+):
+    from ris.hl7 import services as hl7_services
+
+    with django_capture_on_commit_callbacks(execute=True):
+        hl7_services.message_receive(adt("OK1", "A01", application_ack="ER"))
+        hl7_services.message_receive(adt("BAD1", "A03", application_ack="ER"))
+        hl7_services.message_receive(adt("BAD2", "A03", application_ack="ER"))
+
+    # A01 succeeded (no ACK on success with ER), the first A03 discharged the visit, and
+    # the second A03 discharged it again: nothing to do, no ACK either.
+    assert OutboundMessage.objects.filter(message_type="ACK").count() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        hl7_services.message_receive(
+            adt("BAD3", "A03", application_ack="ER").replace(b"V77", b"V404")
+        )
+    [answer] = received_by(peer, 1)
+    assert (answer.segment("MSA").value(1), answer.segment("MSA").value(2)) == ("AE", "BAD3")
+    assert "V404" in answer.segment("ERR").value(8)

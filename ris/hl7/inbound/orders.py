@@ -34,9 +34,9 @@ from typing import Any
 from accounts import audit
 from accounts.models import Facility
 from ris import services
-from ris.hl7 import ack, order_responses, parse
+from ris.hl7 import ack, order_responses, outbox, parse
 from ris.hl7.inbound import Context, Handler, NothingToDo, adt
-from ris.hl7.models import InboundMessage, OutboundMessage
+from ris.hl7.models import InboundMessage
 from ris.hl7.order_groups import (
     CANCEL,
     CHANGE,
@@ -522,13 +522,13 @@ def _write_response(
         sender = partner.name if partner else message.header.sending_application or "sender"
         return f"no {kind} sent: {sender} is not a partner we can send to (host and port)"
     text, control_id = order_responses.build(message, answers, **ack_fields)
-    OutboundMessage.objects.create(
+    outbox.response_enqueue(
         facility=context.facility,
         partner=partner,
         message_type=kind,
         control_id=control_id,
         text=text,
-        reason=f"answer to HL7 message {context.message_id} ({message.header.control_id})"[:100],
+        reason=f"answer to HL7 message {context.message_id} ({message.header.control_id})",
         order=order,
     )
     return f"{kind} {control_id} queued for {partner.name}"
