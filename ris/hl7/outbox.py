@@ -530,6 +530,19 @@ def _settle(row: OutboundMessage, fields: dict[str, object]) -> bool:
     return bool(updated)
 
 
+def answer_record(*, sent: OutboundMessage, text: str) -> str:
+    """A partner's answer to `sent` that came as a message of its own (an application
+    ACK, or the ORR^O02 carrying the placer number it assigned, ORC-1 NA): kept with the
+    message, the number taken. Returns what went wrong with the number, in words, or "";
+    outbound.ReplyError when it is not an answer to `sent`."""
+    reply = outbound.reply_read(text.encode(), sent.control_id)
+    OutboundMessage.objects.filter(pk=sent.pk).update(ack_code=reply.code, ack=text)
+    sent.ack_code, sent.ack = reply.code, text
+    if reply.placer_order_number and sent.order_id is not None and _asks_number(sent):
+        return _placer_number_take(sent, reply)
+    return ""
+
+
 def _asks_number(row: OutboundMessage) -> bool:
     """Whether the message was an SN (a number is taken only in answer to one)."""
     return f"\rORC|{outbound.SEND_NUMBER}|" in row.text

@@ -343,7 +343,8 @@ def _apply(row: InboundMessage) -> None:
         row.outcome = outcome[:500]
         row.error = row.error_location = ""
     answers_itself = handler is None or handler.respond is not None
-    if message and context and not answers_itself and message.header.message_code != "ACK":
+    answer = message.header.message_code in ("ACK", "ORR") if message else True
+    if message and context and not answers_itself and not answer:
         sent = _application_ack(message, context, row, error_code)
         row.outcome = "; ".join(part for part in (row.outcome, sent) if part)[:500]
     row.processed_at = timezone.now()

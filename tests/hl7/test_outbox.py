@@ -795,3 +795,37 @@ def test_an_adt_that_fails_gets_an_ae_with_the_reason_when_msh16_asks_on_error(
     [answer] = received_by(peer, 1)
     assert (answer.segment("MSA").value(1), answer.segment("MSA").value(2)) == ("AE", "BAD3")
     assert "V404" in answer.segment("ERR").value(8)
+
+
+def test_a_number_the_his_assigns_later_in_an_orr_of_its_own_is_taken(
+    facility_a, patient, peer, clerk, django_capture_on_commit_callbacks
+):
+    from ris.hl7 import services as hl7_services
+
+    partner_for(facility_a, peer.port, announces_orders=True)
+    peer.answer = acknowledge()  # the HIS only acknowledges the SN on the connection
+    with django_capture_on_commit_callbacks(execute=True):
+        order = order_for(patient, actor=clerk)
+    announced = messages()[0]
+    assert announced.status == Status.SENT
+    order.refresh_from_db()
+    assert order.placer_order_number == ""
+
+    later = "\r".join(
+        [
+            "MSH|^~\\&|HIS|HOSP|RADPACS|NORTH|20261201100000||ORR^O02^ORR_O02|R9|P|2.5.1",
+            f"MSA|AA|{announced.control_id}",
+            f"ORC|NA|HIS-888^HIS|{order.accession_number}^RADPACS",
+        ]
+    ).encode()
+    with django_capture_on_commit_callbacks(execute=True):
+        receipt = hl7_services.message_receive(later)
+
+    order.refresh_from_db()
+    assert order.placer_order_number == "HIS-888"
+    row = hl7_services.InboundMessage.objects.get(pk=receipt.message_id)
+    assert row.status == "processed"
+    assert row.outcome == (
+        f"AA for our ORM^O01 {announced.control_id}; {order.accession_number} has placer "
+        "number HIS-888"
+    )
