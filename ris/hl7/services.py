@@ -61,6 +61,8 @@ def message_receive(raw: bytes, *, peer: str = "") -> Receipt:
         _describe(row, message)
         row.facility, row.partner = _sender(header)
         _check(message, row.facility)
+        if not row.patient_key and row.order_number:
+            row.patient_key = _order_queue(row.facility, row.order_number)
     except Hl7Error as error:
         row.status = Status.FAILED if error.replayable else Status.REJECTED
         row.ack_code = error.ack_code
@@ -95,6 +97,19 @@ def message_receive(raw: bytes, *, peer: str = "") -> Receipt:
             transaction.on_commit(lambda: tasks.process_message.delay(row.pk), robust=True)
     wanted = header is None or ack.wanted(header, row.ack_code)
     return Receipt(ack=row.ack if wanted else None, message_id=row.pk)
+
+
+def _order_queue(facility: Facility, order_number: str) -> str:
+    """The queue of an order message that names no patient (a bare cancel): that of the
+    messages about the same order, so it applies after the one creating the order."""
+    key = (
+        InboundMessage.objects.filter(facility=facility, order_number=order_number)
+        .exclude(patient_key="")
+        .order_by("-id")
+        .values_list("patient_key", flat=True)
+        .first()
+    )
+    return key or ""
 
 
 def _lock_control_id(row: InboundMessage) -> None:

@@ -536,3 +536,20 @@ def test_a_cancel_that_fails_gets_its_unable_to_cancel_response_through_the_real
     assert row.outcome == f"ORR^O02 {response.control_id} queued for General HIS"
     assert segment(response.text, "MSA")[1] == "AE"
     assert segment(response.text, "ORC")[1] == "UC"
+
+
+def test_a_cancel_without_pid_queues_behind_the_order_it_cancels(
+    facility, django_capture_on_commit_callbacks
+):
+    bare = corpus("orm_cancel.hl7").split(b"\n")
+    bare = b"\n".join(line for line in bare if not line.startswith(b"PID|"))
+    with django_capture_on_commit_callbacks() as waiting:
+        new = services.message_receive(corpus("orm_swf_new.hl7"), peer="test")
+        cancel = services.message_receive(bare, peer="test")
+
+    assert row_of(cancel).patient_key == row_of(new).patient_key != ""
+    # The cancel's worker runs first: it applies the new order before the cancel.
+    for callback in reversed(waiting):
+        callback()
+    assert row_of(new).status == row_of(cancel).status == Status.PROCESSED
+    assert Order.objects.get(placer_order_number="PO1001").status == Order.Status.CANCELLED
