@@ -5,7 +5,13 @@ from celery import shared_task
 from ris.hl7 import services
 
 
-@shared_task(bind=True, acks_late=True, max_retries=services.MAX_ATTEMPTS, default_retry_delay=10)
+@shared_task(
+    bind=True,
+    acks_late=True,
+    ignore_result=True,  # one per message: no result to keep in Redis
+    max_retries=services.MAX_ATTEMPTS,
+    default_retry_delay=10,
+)
 def process_message(self, message_id: int) -> None:  # type: ignore[no-untyped-def]
     """Apply one received message (and its patient's earlier waiting ones)."""
     try:
