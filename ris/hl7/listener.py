@@ -2,9 +2,9 @@
 order, only once `services.message_receive` has committed it (the durability rule).
 
 asyncio accepts connections and reads; the ORM work runs in a thread pool. Each worker
-thread owns a Django DB connection and handles it as Django does around a request
-(`close_old_connections` before and after: CONN_MAX_AGE and CONN_HEALTH_CHECKS apply;
-set DATABASE_CONN_MAX_AGE for a busy interface, or every message opens a connection).
+thread owns a Django DB connection and keeps it from message to message (one connection
+per message would cost more than the message); a connection that errored is checked and
+replaced.
 
 When a message cannot be stored (the database is down, an unexpected error) it is
 answered AR in original mode (HL7 table 0008: failed "for reasons unrelated to content
