@@ -124,6 +124,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--orders", type=int, default=100, help="ORM^O01 sent one by one")
+    parser.add_argument("--pool", default="prefork", help="Celery worker pool (prefork, solo)")
     args = parser.parse_args()
     ensure_packages(["postgresql", "redis-server"])
     root = Path(tempfile.mkdtemp(prefix="radpacs-bench-hl7-"))
@@ -156,6 +157,8 @@ def main() -> int:
                 "WARNING",
                 "--concurrency",
                 "1",
+                "--pool",
+                args.pool,
                 "-n",
                 f"bench{n}@%h",
                 "--without-gossip",
@@ -237,6 +240,7 @@ def main() -> int:
         "messages": args.messages,
         "connections": args.connections,
         "workers": args.workers,
+        "pool": args.pool,
         "acked_per_s": round(args.messages / acked_s),
         "ack_ms": {
             "p50": round(percentile(latencies, 0.50), 2),
