@@ -151,7 +151,7 @@ def patient_create(
         email=email,
     )
     detail = _patient_lists_replace(
-        patient, identifiers=identifiers, contacts=contacts, insurance=insurance
+        patient, identifiers=identifiers, contacts=contacts, insurance=insurance, new=True
     )
     audit.record(
         action=audit.Action.CREATE,
@@ -386,23 +386,31 @@ def _patient_lists_replace(
     identifiers: Sequence[Row] | None,
     contacts: Sequence[Row] | None,
     insurance: Sequence[Row] | None,
+    new: bool = False,
 ) -> dict[str, Any]:
-    """Replace whichever lists are given; what changed, for the audit row."""
+    """Replace whichever lists are given; what changed, for the audit row. A `new`
+    patient has no rows yet: nothing is read (registrations come by the thousand)."""
     detail: dict[str, Any] = {}
     if identifiers is not None:
-        detail["identifiers"] = _identifiers_replace(patient, identifiers)
-    if contacts is not None:
-        detail["contacts"] = _rows_replace(patient, PatientContact, contacts, CONTACT_FIELDS)
-    if insurance is not None:
+        detail["identifiers"] = _identifiers_replace(patient, identifiers, new=new)
+    if contacts is not None and (contacts or not new):
+        detail["contacts"] = _rows_replace(
+            patient, PatientContact, contacts, CONTACT_FIELDS, new=new
+        )
+    if insurance is not None and (insurance or not new):
         for row in insurance:
             payer = row.get("payer")
             if payer is not None and payer.facility_id != patient.facility_id:
                 raise RisError(f"{payer} is not a payer of this facility.")
-        detail["insurance"] = _rows_replace(patient, PatientInsurance, insurance, INSURANCE_FIELDS)
+        detail["insurance"] = _rows_replace(
+            patient, PatientInsurance, insurance, INSURANCE_FIELDS, new=new
+        )
     return {kind: changes for kind, changes in detail.items() if changes}
 
 
-def _identifiers_replace(patient: Patient, rows: Sequence[Row]) -> dict[str, list[str]]:
+def _identifiers_replace(
+    patient: Patient, rows: Sequence[Row], *, new: bool = False
+) -> dict[str, list[str]]:
     """Identifiers are known by issuer and value (HL7 CX-4 + CX-1): rows that stay keep
     their row, a new type code is updated in place. The MRN itself is not repeated."""
     wanted: dict[tuple[str, str], str] = {}
@@ -410,7 +418,9 @@ def _identifiers_replace(patient: Patient, rows: Sequence[Row]) -> dict[str, lis
         value, issuer = row["value"].strip(), row.get("issuer", "").strip()
         if value and (issuer, value) != (patient.mrn_issuer, patient.mrn):
             wanted[(issuer, value)] = row.get("type_code") or PatientIdentifier.Type.MR
-    existing = {(i.issuer, i.value): i for i in patient.identifiers.all()}
+    if new and not wanted:
+        return {}
+    existing = {} if new else {(i.issuer, i.value): i for i in patient.identifiers.all()}
     removed = [existing.pop(key) for key in list(existing) if key not in wanted]
     PatientIdentifier.objects.filter(pk__in=[i.pk for i in removed]).delete()
     added: list[str] = []
@@ -465,10 +475,12 @@ def _rows_replace(
     model: type[PatientContact] | type[PatientInsurance],
     rows: Sequence[Row],
     fields: Sequence[str],
+    *,
+    new: bool = False,
 ) -> dict[str, list[int]]:
     """Make a patient's list (contacts, insurance) what `rows` says: a row with an `id`
     updates that row, one without is added, and rows not named are removed."""
-    existing = {obj.pk: obj for obj in model.objects.filter(patient=patient)}
+    existing = {} if new else {obj.pk: obj for obj in model.objects.filter(patient=patient)}
     named = {row["id"] for row in rows if row.get("id")}
     unknown = named - set(existing)
     if unknown:
