@@ -3,6 +3,7 @@
 from django.http import HttpRequest
 from django.urls import reverse
 
+from accounts.models import Notification
 from accounts.roles import Capability
 from accounts.scoping import capabilities_for
 
@@ -12,7 +13,8 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Today", "ris:schedule_day", Capability.VIEW_SCHEDULE),
     ("Patients", "ris:patient_list", Capability.VIEW_PATIENTS),
     ("Orders", "ris:order_list", Capability.VIEW_ORDERS),
-    ("Reading list", "ris:reading_list", Capability.READ_STUDIES),
+    ("Reading worklist", "reporting:worklist", Capability.READ_STUDIES),
+    ("Critical results", "reporting:critical_list", Capability.READ_STUDIES),
     ("Studies", "pacs:study_list", Capability.VIEW_IMAGES),
     ("Upload images", "pacs:upload", Capability.UPLOAD_IMAGES),
     ("Fee schedule", "billing:fee_list", Capability.VIEW_BILLING),
@@ -33,4 +35,5 @@ def navigation(request: HttpRequest) -> dict[str, object]:
         for label, name, cap in NAVIGATION
         if cap is None or cap in caps
     ]
-    return {"nav_items": items, "user_capabilities": caps}
+    unread = Notification.objects.filter(user=user, read_at__isnull=True).count()
+    return {"nav_items": items, "user_capabilities": caps, "unread_notifications": unread}

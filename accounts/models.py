@@ -22,6 +22,17 @@ class Facility(models.Model):
     )
     timezone = models.CharField(max_length=64, default="UTC")
     npi = models.CharField("billing NPI", max_length=10, blank=True)
+    report_dicom_object = models.CharField(
+        "signed reports into the study as",
+        max_length=4,
+        blank=True,
+        choices=[
+            ("", "nothing (reports stay in the RIS)"),
+            ("sr", "DICOM Basic Text SR"),
+            ("pdf", "DICOM Encapsulated PDF"),
+        ],
+        help_text="Each signed version is stored in its study, for PACS viewers and archives.",
+    )
     accession_counter = models.PositiveBigIntegerField(default=0, editable=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -165,3 +176,24 @@ class AuditEventPatient(models.Model):
 
     def __str__(self) -> str:
         return f"event {self.event_id} patient {self.patient_id}"
+
+
+class Notification(models.Model):
+    """A message to one user inside the application (a critical result to acknowledge,
+    a report ready), shown in the navigation until read."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="notifications")
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=32)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "read_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for {self.user_id}: {self.title}"

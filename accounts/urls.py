@@ -21,4 +21,6 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("audit/", views.audit_log, name="audit_log"),
+    path("notifications/", views.notification_list, name="notifications"),
+    path("notifications/<int:pk>/open/", views.notification_open, name="notification_open"),
 ]

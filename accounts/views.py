@@ -4,11 +4,13 @@ from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts import audit
-from accounts.models import AuditEvent
+from accounts.models import AuditEvent, Notification
 from accounts.permissions import capability_required
 from accounts.roles import Capability
 from accounts.selectors import audit_event_search, facilities_for
@@ -96,3 +98,21 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     )
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     return render(request, "accounts/audit_log.html", {"form": form, "page": page})
+
+
+@require_GET
+def notification_list(request: HttpRequest) -> HttpResponse:
+    """The user's notifications, unread first."""
+    notes = Notification.objects.filter(user=request.user).order_by("-read_at", "-created_at")[:200]
+    return render(request, "accounts/notifications.html", {"notifications": notes})
+
+
+@require_POST
+def notification_open(request: HttpRequest, pk: int) -> HttpResponse:
+    """Mark a notification read and go to what it is about (a page of ours only)."""
+    note = get_object_or_404(Notification, pk=pk, user=request.user)
+    if note.read_at is None:
+        Notification.objects.filter(pk=note.pk).update(read_at=timezone.now())
+    if note.url and url_has_allowed_host_and_scheme(note.url, allowed_hosts=None):
+        return redirect(note.url)
+    return redirect("accounts:notifications")

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "accounts",
     "ris",
     "ris.hl7",
+    "ris.reporting",
     "pacs",
     "billing",
 ]
@@ -295,6 +296,8 @@ EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBac
 if TESTING:
     EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "radpacs@localhost")
+# Where users reach the site: links in e-mails (critical results) start with it.
+SITE_URL = env("SITE_URL", "http://localhost:8000")
 
 # DICOM and HL7 listeners (used by the archive and HL7 issues).
 DICOM_AE_TITLE = env("DICOM_AE_TITLE", "RADPACS")

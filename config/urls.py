@@ -33,6 +33,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("ris/", include("ris.urls")),
     path("hl7/", include("ris.hl7.urls")),
+    path("reporting/", include("ris.reporting.urls")),
     path("billing/", include("billing.urls")),
     path("pacs/", include("pacs.urls")),
     path("viewer/", include("pacs.viewer.urls")),

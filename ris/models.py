@@ -430,6 +430,16 @@ class Order(models.Model):
     images_received_at = models.DateTimeField(
         null=True, blank=True, help_text="When the archive first received a study for it."
     )
+    # Who reads it: claimed from the reading worklist (or assigned), so that two
+    # radiologists do not read the same exam.
+    reading_radiologist = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="exams_to_read",
+    )
+    reading_claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -632,26 +642,80 @@ class Visit(models.Model):
         return f"visit {self.visit_number}" if self.visit_number else f"visit {self.pk}"
 
 
-class Report(models.Model):
-    """A radiologist's report of an order: the minimal model the reporting issue grows.
+class ReportTemplate(models.Model):
+    """A report's starting text: titled sections, with pick-lists ([[Label: a | b]]) and
+    fields ([[Label]]) to fill in. Offered for its procedures, else for its modality;
+    written here or imported from an IHE MRRT file (the RSNA RadReport library's format),
+    whose original is kept."""
 
-    Released as preliminary, final or corrected (HL7 OBR-25 P, F, C), each release sent
-    to the partners that file results; a draft stays here."""
+    class Source(models.TextChoices):
+        WRITTEN = "written", "Written here"
+        MRRT = "mrrt", "Imported (IHE MRRT)"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=200)
+    modality = models.CharField(
+        max_length=16, blank=True, choices=Modality.choices, help_text="Blank: any modality."
+    )
+    procedures = models.ManyToManyField(Procedure, blank=True, related_name="report_templates")
+    sections = models.JSONField(default=list, help_text='[{"title": ..., "text": ...}, ...]')
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.WRITTEN)
+    source_identifier = models.CharField(
+        max_length=200, blank=True, help_text="The MRRT template's dcterms.identifier."
+    )
+    source_html = models.TextField(blank=True, help_text="The MRRT file as imported.")
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Report(models.Model):
+    """A radiologist's report of an order.
+
+    Written as sections (a template's, or one untitled section of free text; `text` is
+    them joined, what goes out as HL7 and PDF). Released as preliminary or final, signed
+    with the password asked again; each release is kept as a `ReportVersion`. After
+    final the text never changes: an addendum is added, or a corrected report replaces
+    it, each signed and sent (HL7 OBR-25 C)."""
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
         PRELIMINARY = "preliminary", "Preliminary"
         FINAL = "final", "Final"
         CORRECTED = "corrected", "Corrected"
+        ADDENDED = "addended", "Final, with addendum"
 
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="reports")
+    template = models.ForeignKey(
+        ReportTemplate, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    sections = models.JSONField(default=list, help_text='[{"title": ..., "text": ...}, ...]')
     text = models.TextField(blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     signed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     signed_at = models.DateTimeField(null=True, blank=True)
+    preliminary_at = models.DateTimeField(null=True, blank=True)
+    final_at = models.DateTimeField(null=True, blank=True)
+    is_critical = models.BooleanField(default=False)
+    # Bumped by every save: an autosave from a stale page (another tab) is refused.
+    revision = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -659,6 +723,11 @@ class Report(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # One report per order: the next words about it are versions or addenda.
+            models.UniqueConstraint(fields=["order"], name="report_one_per_order"),
+        ]
+        indexes = [models.Index(fields=["facility", "status"])]
 
     def __str__(self) -> str:
         return f"report {self.pk} ({self.status})"
@@ -667,13 +736,124 @@ class Report(models.Model):
     def patient_id(self) -> int:
         return self.order.patient_id
 
+    @property
+    def is_released(self) -> bool:
+        return self.status != self.Status.DRAFT
+
+    @property
+    def is_closed(self) -> bool:
+        """Final (or after): its text is immutable, changes are addenda or corrections."""
+        return self.status in REPORT_CLOSED
+
 
 R = Report.Status
 
-# A report is released preliminary or final; a final one is corrected (again and again).
+# A report is released preliminary or final; a final one is corrected or addended.
 REPORT_TRANSITIONS: dict[str, frozenset[str]] = {
     R.DRAFT: frozenset({R.PRELIMINARY, R.FINAL}),
     R.PRELIMINARY: frozenset({R.PRELIMINARY, R.FINAL}),
-    R.FINAL: frozenset({R.CORRECTED}),
-    R.CORRECTED: frozenset({R.CORRECTED}),
+    R.FINAL: frozenset({R.CORRECTED, R.ADDENDED}),
+    R.CORRECTED: frozenset({R.CORRECTED, R.ADDENDED}),
+    R.ADDENDED: frozenset({R.CORRECTED, R.ADDENDED}),
 }
+REPORT_CLOSED = frozenset({R.FINAL, R.CORRECTED, R.ADDENDED})
+
+
+class ReportVersion(models.Model):
+    """One signed release of a report, as it was sent: never changed afterwards."""
+
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=12, choices=Report.Status.choices)
+    sections = models.JSONField(default=list)
+    text = models.TextField(help_text="The whole report as released, addenda included.")
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    signed_at = models.DateTimeField()
+    is_critical = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["report", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["report", "number"], name="report_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"report {self.report_id} v{self.number} ({self.status})"
+
+
+class ReportAddendum(models.Model):
+    """Words added to a final report, written as a draft then signed; signed ones are
+    part of the report from then on."""
+
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="addenda")
+    text = models.TextField(blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    signed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["report", "created_at", "id"]
+        constraints = [
+            # One draft addendum at a time per report (signed ones are many).
+            models.UniqueConstraint(
+                fields=["report"], condition=Q(signed_at=None), name="report_one_draft_addendum"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"addendum {self.pk} to report {self.report_id}"
+
+
+class CriticalResult(models.Model):
+    """A finding the referring physician must hear of now (ACR practice parameter on
+    communication): who flagged it, who was told, and when they acknowledged it."""
+
+    class Channel(models.TextChoices):
+        APP = "app", "In the application"
+        PHONE = "phone", "By telephone (read back)"
+        IN_PERSON = "in_person", "In person"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="critical_results")
+    finding = models.TextField()
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    flagged_at = models.DateTimeField(auto_now_add=True)
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="critical_results_received",
+    )
+    recipient_name = models.CharField(max_length=200, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    acknowledged_via = models.CharField(max_length=12, choices=Channel.choices, blank=True)
+    acknowledgement_note = models.CharField(
+        max_length=500, blank=True, help_text="e.g. who took the call and read it back."
+    )
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-flagged_at", "-id"]
+        indexes = [models.Index(fields=["facility", "acknowledged_at"])]
+
+    def __str__(self) -> str:
+        return f"critical result {self.pk} of report {self.report_id}"
+
+    @property
+    def patient_id(self) -> int:
+        return self.report.order.patient_id

@@ -8,13 +8,12 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 
-from django.db.models import Case, Prefetch, Q, QuerySet, When
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Facility, User
 from accounts.roles import Capability
 from accounts.scoping import facility_ids_for
-from pacs.models import Study
 from ris import scheduling
 from ris.models import (
     Appointment,
@@ -141,31 +140,6 @@ def order_list(*, user: User, status: str = "") -> QuerySet[Order]:
         "patient", "procedure", "facility"
     )
     return orders.filter(status=status) if status else orders
-
-
-def reading_list(*, user: User) -> QuerySet[Order]:
-    """Exams done at the modality and not yet final, STAT first, longest waiting first."""
-    return (
-        Order.objects.visible_to(user, Capability.READ_STUDIES)
-        .filter(status__in=[Order.Status.COMPLETED, Order.Status.REPORTED])
-        .select_related("patient", "procedure", "facility")
-        .prefetch_related(
-            Prefetch(
-                "studies",
-                queryset=Study.objects.only("order_id", "study_instance_uid").order_by(
-                    "-received_at"
-                ),
-            )
-        )
-        .alias(
-            priority_rank=Case(
-                When(priority=Order.Priority.STAT, then=0),
-                When(priority=Order.Priority.URGENT, then=1),
-                default=2,
-            )
-        )
-        .order_by("priority_rank", "updated_at")
-    )
 
 
 def desk_appointments(*, user: User) -> QuerySet[Appointment]:

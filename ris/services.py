@@ -22,7 +22,6 @@ from ris.hl7 import outbox
 from ris.models import (
     EXAM_TRANSITIONS,
     LONGEST_APPOINTMENT,
-    REPORT_TRANSITIONS,
     Appointment,
     Order,
     OrderStatusChange,
@@ -33,7 +32,6 @@ from ris.models import (
     PatientMerge,
     PerformedProcedureStep,
     Procedure,
-    Report,
     Room,
     RoomClosure,
     RoomHours,
@@ -1386,88 +1384,7 @@ def order_change(
 # ---- end orders from HL7 ----------------------------------------------------------------
 
 
-# ---- Reports (grown by the reporting issue) ------------------------------------------------
-
-# The report statuses that are released: signed, and sent as results (ORU^R01).
-REPORT_RELEASED = frozenset(
-    {Report.Status.PRELIMINARY, Report.Status.FINAL, Report.Status.CORRECTED}
-)
-
-
-@transaction.atomic
-def report_save(
-    *,
-    order: Order,
-    text: str,
-    actor: User | None = None,
-    report: Report | None = None,
-    door: str = audit.Door.PAGE,
-) -> Report:
-    """Start a report of `order` (a draft), or change the text of a draft; a released
-    report changes by `report_status_set` (preliminary again, or corrected)."""
-    if report is None:
-        if order.status == Order.Status.CANCELLED:
-            raise RisError(f"{order.accession_number} is cancelled: there is nothing to report.")
-        report = Report.objects.create(facility=order.facility, order=order, text=text)
-        audit.record(action=audit.Action.CREATE, obj=report, user=actor, door=door)
-        return report
-    locked = Report.objects.select_for_update().get(pk=report.pk)
-    if locked.status != Report.Status.DRAFT:
-        raise RisError(
-            f"The report is {locked.get_status_display().lower()}: release a new version "
-            "instead of editing it."
-        )
-    if text != locked.text:
-        locked.text = text
-        locked.save(update_fields=["text", "updated_at"])
-        audit.record(
-            action=audit.Action.UPDATE, obj=locked, user=actor, door=door, detail={"text": True}
-        )
-    return locked
-
-
-@transaction.atomic
-def report_status_set(
-    *,
-    report: Report,
-    status: str,
-    actor: User | None,
-    text: str | None = None,
-    door: str = audit.Door.PAGE,
-) -> Report:
-    """Release a report as preliminary or final, or correct a final one (with `text`,
-    the new wording): signed by `actor` now, and sent to the partners that file results
-    (ORU^R01, OBR-25 P, F or C) once committed. Audited."""
-    locked = Report.objects.select_for_update().get(pk=report.pk)
-    current = locked.status
-    new_text = text if text is not None else locked.text
-    if status == current and new_text == locked.text:
-        return locked
-    if status not in REPORT_TRANSITIONS.get(current, frozenset()):
-        labels = dict(Report.Status.choices)
-        raise RisError(
-            f"A {labels[current].lower()} report cannot become "
-            f"{labels.get(status, status).lower()}."
-        )
-    if status in REPORT_RELEASED:
-        if actor is None:
-            raise RisError("A report is released by the radiologist who signs it.")
-        if not new_text.strip():
-            raise RisError("An empty report cannot be released.")
-    locked.status = status
-    locked.text = new_text
-    locked.signed_by = actor
-    locked.signed_at = timezone.now()
-    locked.save(update_fields=["status", "text", "signed_by", "signed_at", "updated_at"])
-    audit.record(
-        action=audit.Action.UPDATE,
-        obj=locked,
-        user=actor,
-        door=door,
-        detail={"status": [current, status], **({"text": True} if text is not None else {})},
-    )
-    outbox.results_enqueue(report=locked)
-    return locked
+# ---- placer numbers -------------------------------------------------------------------
 
 
 @transaction.atomic
@@ -1521,6 +1438,3 @@ def order_placer_number_assign(
         detail={"placer_order_number": ["", number]},
     )
     return locked
-
-
-# ---- end reports ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 from django.urls import path
+from django.views.generic import RedirectView
 
 from ris.views import orders, patients, procedures, rooms, schedule
 
@@ -12,7 +13,8 @@ urlpatterns = [
     path("patients/<int:patient_pk>/orders/new/", orders.order_create, name="order_create"),
     path("orders/", orders.order_list, name="order_list"),
     path("orders/<int:pk>/", orders.order_detail, name="order_detail"),
-    path("reading/", orders.reading_list, name="reading_list"),
+    # Old address of the reading worklist, kept for bookmarks.
+    path("reading/", RedirectView.as_view(pattern_name="reporting:worklist"), name="reading_list"),
     path("schedule/", schedule.schedule, name="schedule"),
     path("schedule/day/", schedule.schedule_day, name="schedule_day"),
     path("schedule/week/", schedule.schedule_week, name="schedule_week"),

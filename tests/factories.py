@@ -7,6 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Facility, Membership, User
+from accounts.services import Signature
 from billing.models import FeeScheduleEntry, Payer
 from pacs.dicom import synthetic
 from pacs.models import DicomNode, Study
@@ -20,6 +21,7 @@ from ris.models import (
     PatientIdentifier,
     PatientInsurance,
     Procedure,
+    Report,
     Room,
 )
 
@@ -211,3 +213,45 @@ def archived_study(
     study_refresh(study.pk)
     study.refresh_from_db()
     return study
+
+
+def signature_of(user: User) -> Signature:
+    """The user's password confirmed just now (what the signing pages get from
+    `password_confirm`; tests of the services make it directly)."""
+    return Signature(user=user, confirmed_at=timezone.now())
+
+
+def exam_read(order: Order) -> Order:
+    """An exam done and its images in: what the reading worklist lists."""
+    if order.status not in (Order.Status.COMPLETED, Order.Status.REPORTED):
+        exam_completed(order)
+    Order.objects.filter(pk=order.pk).update(images_received_at=timezone.now())
+    order.refresh_from_db()
+    return order
+
+
+def report_written(order: Order, radiologist: User, text: str = "No acute findings.") -> Report:
+    """A draft report of `order` (done, images in) by `radiologist`, as free text."""
+    from ris.reporting import services as reporting
+
+    if order.images_received_at is None:
+        exam_read(order)
+    report = reporting.report_start(order=order, actor=radiologist)
+    return reporting.report_draft_save(
+        report=report, sections=[{"title": "", "text": text}], actor=radiologist
+    )
+
+
+def report_signed(
+    order: Order,
+    radiologist: User,
+    text: str = "No acute findings.",
+    status: str = Report.Status.FINAL,
+) -> Report:
+    """A report of `order` written and signed by `radiologist`."""
+    from ris.reporting import services as reporting
+
+    report = report_written(order, radiologist, text)
+    return reporting.report_sign(
+        report=report, status=status, actor=radiologist, signature=signature_of(radiologist)
+    )

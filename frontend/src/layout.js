@@ -69,7 +69,7 @@ export function buildLayout(root, config) {
   const toolbar = el(
     'header',
     { class: 'vw-bar' },
-    el('a', { class: 'vw-back', href: config.backUrl || '/', title: 'Back to the study list', text: '←' }),
+    el('a', { class: 'vw-back', href: config.backUrl || '/', target: '_top', title: 'Back to the study list', text: '←' }),
     el(
       'div',
       { class: 'vw-title' },

@@ -21,6 +21,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidde
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from accounts import audit
@@ -61,9 +62,12 @@ View = Callable[..., HttpResponse]
 
 # Cornerstone3D writes style attributes on its SVG measurements and may compile codec
 # WebAssembly on the page: the viewer relaxes only these two directives of the site's CSP.
-VIEWER_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
-    "style-src 'self'", "style-src 'self' 'unsafe-inline'"
-).replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+# The reading page shows it in a frame beside the report: framing by our own pages only.
+VIEWER_CONTENT_SECURITY_POLICY = (
+    CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+    .replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+    .replace("frame-ancestors 'none'", "frame-ancestors 'self'")
+)
 
 
 class ApiError(Exception):
@@ -89,6 +93,7 @@ def _study_for(user: User, study_instance_uid: str) -> Study:
 
 
 @require_GET
+@xframe_options_sameorigin
 @capability_required(Capability.VIEW_IMAGES)
 def study_page(request: HttpRequest, study_instance_uid: str) -> HttpResponse:
     """The viewer for one study; opening it is a read of the study, so it is audited."""

@@ -70,6 +70,7 @@ RESULT_STATUS = {
     Report.Status.PRELIMINARY: outbound.PRELIMINARY,
     Report.Status.FINAL: outbound.FINAL,
     Report.Status.CORRECTED: outbound.CORRECTED,
+    Report.Status.ADDENDED: outbound.CORRECTED,  # the whole report again, addendum included
 }
 
 # The exam statuses the placer hears of: ORC-1 and ORC-5 (tables 0119 and 0038), as IHE
@@ -86,9 +87,10 @@ ORDER_STATUS = {
 # ---- enqueueing (inside the business transaction) --------------------------------------
 
 
-def results_enqueue(*, report: Report) -> list[OutboundMessage]:
-    """ORU^R01 of a released (preliminary, final or corrected) report, for each partner
-    of the facility that files results."""
+def results_enqueue(*, report: Report, text: str | None = None) -> list[OutboundMessage]:
+    """ORU^R01 of a released (preliminary, final, corrected or addended) report, for each
+    partner of the facility that files results. `text`: the whole report as released
+    (with its addenda), when not just `report.text`."""
     result_status = RESULT_STATUS.get(report.status)
     if result_status is None:
         return []
@@ -98,7 +100,7 @@ def results_enqueue(*, report: Report) -> list[OutboundMessage]:
     order = _order(report.order_id)
     patient = _patient_data(order)
     order_data = _order_data(order)
-    report_data = _report_data(report, order, result_status)
+    report_data = _report_data(report, order, result_status, text)
     reason = f"report {report.pk} {report.get_status_display().lower()}"
     return [
         _enqueue(
@@ -319,7 +321,9 @@ def _performed_at(order: Order) -> dt.datetime | None:
     )
 
 
-def _report_data(report: Report, order: Order, result_status: str) -> outbound.ReportData:
+def _report_data(
+    report: Report, order: Order, result_status: str, text: str | None
+) -> outbound.ReportData:
     uids = list(
         dict.fromkeys(order.studies.order_by("id").values_list("study_instance_uid", flat=True))
     )
@@ -327,7 +331,7 @@ def _report_data(report: Report, order: Order, result_status: str) -> outbound.R
         uids = [order.study_instance_uid]
     changed_at = report.signed_at or report.updated_at or timezone.now()
     return outbound.ReportData(
-        text=report.text,
+        text=report.text if text is None else text,
         result_status=result_status,
         status_changed_at=_local(changed_at, order.facility),
         interpreter=_person(report.signed_by) if report.signed_by else None,

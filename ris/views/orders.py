@@ -60,14 +60,6 @@ def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@require_GET
-@capability_required(Capability.READ_STUDIES)
-def reading_list(request: HttpRequest) -> HttpResponse:
-    orders = list(selectors.reading_list(user=request.user)[:200])
-    audit.record_list(request, objects=orders, object_type="order", query={"list": "reading"})
-    return render(request, "ris/reading_list.html", {"orders": orders})
-
-
 @require_http_methods(["GET", "POST"])
 @capability_required(Capability.EDIT_ORDERS)
 def order_create(request: HttpRequest, patient_pk: int) -> HttpResponse:

@@ -9,7 +9,15 @@ pytestmark = pytest.mark.django_db
 EXPECTED_MENU = {
     Role.FRONT_DESK: ["Home", "Today", "Patients", "Orders", "Studies", "Upload images"],
     Role.TECHNOLOGIST: ["Home", "Today", "Patients", "Orders", "Studies", "Upload images"],
-    Role.RADIOLOGIST: ["Home", "Today", "Patients", "Orders", "Reading list", "Studies"],
+    Role.RADIOLOGIST: [
+        "Home",
+        "Today",
+        "Patients",
+        "Orders",
+        "Reading worklist",
+        "Critical results",
+        "Studies",
+    ],
     Role.REFERRING_PHYSICIAN: ["Home", "Studies"],
     Role.BILLING: ["Home", "Patients", "Orders", "Fee schedule"],
     Role.ADMIN: [

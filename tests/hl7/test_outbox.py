@@ -18,7 +18,17 @@ from ris import services
 from ris.hl7 import ack, mllp, outbox, parse
 from ris.hl7.models import OutboundMessage, Partner
 from ris.models import Order, Report
-from tests.factories import PatientFactory, ProcedureFactory, exam_completed, order_for
+from ris.reporting import services as reporting
+from tests.factories import (
+    PatientFactory,
+    ProcedureFactory,
+    exam_completed,
+    exam_read,
+    order_for,
+    report_signed,
+    report_written,
+    signature_of,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -145,8 +155,10 @@ def order(patient) -> Order:
 
 
 def final_report(order: Order, radiologist, text: str = "No acute findings.") -> Report:
-    report = services.report_save(order=order, text=text, actor=radiologist)
-    return services.report_status_set(report=report, status=Report.Status.FINAL, actor=radiologist)
+    """The exam done, its status messages out of the way, and its report signed final."""
+    exam_read(order)
+    OutboundMessage.objects.all().delete()
+    return report_signed(order, radiologist, text)
 
 
 def segment(message: OutboundMessage | parse.Message, name: str) -> parse.Segment:
@@ -186,6 +198,7 @@ def test_a_final_report_queues_an_oru_for_the_partner(his, order, radiologist):
 def test_nothing_is_sent_before_the_transaction_commits(
     his, order, radiologist, django_capture_on_commit_callbacks
 ):
+    exam_read(order)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         final_report(order, radiologist)
 
@@ -194,17 +207,33 @@ def test_nothing_is_sent_before_the_transaction_commits(
 
 
 def test_a_draft_is_not_sent_and_each_release_is(his, order, radiologist):
-    report = services.report_save(order=order, text="Draft.", actor=radiologist)
+    report = report_written(order, radiologist, "Draft.")
+    OutboundMessage.objects.all().delete()  # the exam's status messages
     assert messages() == []
+    signature = signature_of(radiologist)
 
-    services.report_status_set(report=report, status=Report.Status.PRELIMINARY, actor=radiologist)
-    services.report_status_set(report=report, status=Report.Status.FINAL, actor=radiologist)
-    services.report_status_set(
-        report=report, status=Report.Status.CORRECTED, actor=radiologist, text="Amended."
+    reporting.report_sign(
+        report=report, status=Report.Status.PRELIMINARY, actor=radiologist, signature=signature
     )
+    reporting.report_sign(
+        report=report, status=Report.Status.FINAL, actor=radiologist, signature=signature
+    )
+    reporting.report_correct(
+        report=report,
+        sections=[{"title": "", "text": "Amended."}],
+        actor=radiologist,
+        signature=signature,
+        reason="wrong side",
+    )
+    reporting.addendum_save(report=report, text="Compared with the prior.", actor=radiologist)
+    reporting.addendum_sign(report=report, actor=radiologist, signature=signature)
 
-    assert [segment(row, "OBR").value(25) for row in messages()] == ["P", "F", "C"]
-    assert segment(messages()[2], "OBX").value(5) == "Amended."
+    rows = [row for row in messages() if row.message_type == "ORU^R01"]
+    assert [segment(row, "OBR").value(25) for row in rows] == ["P", "F", "C", "C"]
+    assert segment(rows[2], "OBX").value(5) == "Amended."
+    texts = [obx.value(5) for obx in parse.parse(rows[3].text.encode()).all("OBX")]
+    assert texts[0] == "Amended."
+    assert texts[-2] == "Compared with the prior."  # the last OBX is the study's UID
 
 
 @pytest.mark.parametrize(
@@ -664,53 +693,6 @@ def test_a_number_another_order_has_is_not_taken(
 
 
 # ---- the services behind it ----------------------------------------------------------------------
-
-
-def test_releasing_a_report_signs_it_and_is_audited(order, radiologist):
-    report = services.report_save(order=order, text="Normal.", actor=radiologist)
-
-    report = services.report_status_set(
-        report=report, status=Report.Status.FINAL, actor=radiologist
-    )
-
-    assert (report.signed_by, report.status) == (radiologist, Report.Status.FINAL)
-    assert report.signed_at is not None
-    event = AuditEvent.objects.filter(object_type="report", action="update").get()
-    assert event.detail == {"status": ["draft", "final"]}
-    assert event.patient_id == order.patient_id
-
-
-@pytest.mark.parametrize(
-    ("first", "then"),
-    [
-        (Report.Status.FINAL, Report.Status.PRELIMINARY),
-        (Report.Status.FINAL, Report.Status.DRAFT),
-        (Report.Status.PRELIMINARY, Report.Status.CORRECTED),
-    ],
-)
-def test_a_report_does_not_go_back(order, radiologist, first, then):
-    report = services.report_save(order=order, text="Normal.", actor=radiologist)
-    services.report_status_set(report=report, status=first, actor=radiologist)
-
-    with pytest.raises(services.RisError):
-        services.report_status_set(report=report, status=then, actor=radiologist, text="x")
-
-
-def test_an_empty_or_unsigned_report_is_not_released(order, radiologist):
-    empty = services.report_save(order=order, text="  ", actor=radiologist)
-    with pytest.raises(services.RisError, match="empty"):
-        services.report_status_set(report=empty, status=Report.Status.FINAL, actor=radiologist)
-    with pytest.raises(services.RisError, match="signs"):
-        services.report_status_set(
-            report=empty, status=Report.Status.FINAL, actor=None, text="Normal."
-        )
-
-
-def test_a_released_report_is_not_edited_in_place(order, radiologist):
-    report = final_report(order, radiologist)
-
-    with pytest.raises(services.RisError, match="new version"):
-        services.report_save(order=order, report=report, text="Changed.", actor=radiologist)
 
 
 def test_a_placer_number_is_given_once(order, patient):

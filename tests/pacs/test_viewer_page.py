@@ -202,14 +202,16 @@ def test_opening_a_study_is_audited(radiologist, facility_a):
     assert event.detail == {"priors": [prior.pk]}
 
 
-def test_the_viewer_page_relaxes_only_inline_styles_and_wasm_in_its_csp(radiologist, facility_a):
+def test_the_viewer_page_relaxes_only_inline_styles_wasm_and_own_framing_in_its_csp(
+    radiologist, facility_a
+):
     study = archived_study(facility_a, "P1")
     policy = client_for(radiologist).get(viewer_url(study)).headers["Content-Security-Policy"]
     directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
     assert directives["style-src"] == "'self' 'unsafe-inline'"
     assert directives["script-src"] == "'self' 'wasm-unsafe-eval'"
     assert directives["connect-src"] == "'self'"
-    assert directives["frame-ancestors"] == "'none'"
+    assert directives["frame-ancestors"] == "'self'"  # the reading page frames it
 
 
 def test_when_two_facilities_of_the_user_hold_the_uid_the_latest_received_opens(

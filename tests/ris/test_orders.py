@@ -118,19 +118,7 @@ def test_a_room_of_another_facility_cannot_be_booked(facility_a, facility_b):
         appointment_for(order, RoomFactory(facility=facility_b))
 
 
-def test_the_reading_list_puts_stat_first_then_the_longest_waiting(radiologist, facility_a):
-    routine_old = order_for(PatientFactory(facility=facility_a))
-    stat = order_for(PatientFactory(facility=facility_a), priority=Order.Priority.STAT)
-    routine_new = order_for(PatientFactory(facility=facility_a))
-    pending = order_for(PatientFactory(facility=facility_a))
-    for order in (routine_old, stat, routine_new):
-        exam_completed(order)
-    response = client_for(radiologist).get(reverse("ris:reading_list"))
-    assert response.context["orders"] == [stat, routine_old, routine_new]
-    assert pending.accession_number not in response.content.decode()
-
-
-def test_the_reading_list_and_the_order_open_its_images_in_the_viewer(
+def test_the_worklist_and_the_order_open_its_images_in_the_viewer(
     radiologist, facility_a, tmp_path, settings
 ):
     settings.STORAGES = {
@@ -147,7 +135,7 @@ def test_the_reading_list_and_the_order_open_its_images_in_the_viewer(
     exam_completed(order)
     viewer = reverse("viewer:study", args=[study.study_instance_uid])
     client = client_for(radiologist)
-    assert viewer in client.get(reverse("ris:reading_list")).content.decode()
+    assert viewer in client.get(reverse("reporting:worklist")).content.decode()
     assert viewer in client.get(reverse("ris:order_detail", args=[order.pk])).content.decode()
 
 
