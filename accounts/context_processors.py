@@ -15,6 +15,7 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Orders", "ris:order_list", Capability.VIEW_ORDERS),
     ("Reading worklist", "reporting:worklist", Capability.READ_STUDIES),
     ("Critical results", "reporting:critical_list", Capability.READ_STUDIES),
+    ("Results", "reporting:results", Capability.VIEW_REPORTS),
     ("Studies", "pacs:study_list", Capability.VIEW_IMAGES),
     ("Upload images", "pacs:upload", Capability.UPLOAD_IMAGES),
     ("Fee schedule", "billing:fee_list", Capability.VIEW_BILLING),

@@ -233,3 +233,31 @@ def viewable_report(*, user: User, pk: int) -> Report | None:
         .filter(pk=pk)
         .first()
     )
+
+
+def results(*, user: User, query: str = "") -> QuerySet[Report]:
+    """Released reports the user may read, newest signature first, with what the list
+    shows; `query` finds a patient name, an MRN or an accession number."""
+    reports = (
+        reports_visible_to(user)
+        .select_related("order__patient", "order__procedure", "order__facility", "signed_by")
+        .prefetch_related(
+            Prefetch(
+                "order__studies",
+                queryset=Study.objects.only("order_id", "study_instance_uid").order_by(
+                    "-received_at"
+                ),
+            )
+        )
+    )
+    query = query.strip()
+    if query:
+        words = Q()
+        for word in query.split():
+            words &= Q(order__patient__family_name__icontains=word) | Q(
+                order__patient__given_name__icontains=word
+            )
+        reports = reports.filter(
+            words | Q(order__patient__mrn=query) | Q(order__accession_number=query.upper())
+        )
+    return reports.order_by("-signed_at", "-id")

@@ -10,6 +10,7 @@ urlpatterns = [
     path("exams/<int:pk>/release/", views.release, name="release"),
     path("exams/<int:pk>/assign/", views.assign, name="assign"),
     path("exams/<int:pk>/start/", views.start, name="start"),
+    path("results/", views.results, name="results"),
     path("reports/<int:pk>/", views.report_page, name="report"),
     path("reports/<int:pk>/report.pdf", views.report_pdf, name="report_pdf"),
     path("reports/<int:pk>/save/", views.save, name="save"),

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -377,7 +378,20 @@ def critical_flag(request: HttpRequest, pk: int) -> HttpResponse:
     return _back(report.order)
 
 
-# ---- a report as read by others: the printable page, versions, PDF --------------------------
+# ---- a report as read by others: results list, the printable page, versions, PDF ----------
+
+
+@require_GET
+@capability_required(Capability.VIEW_REPORTS)
+def results(request: HttpRequest) -> HttpResponse:
+    """Released reports: for a referring physician, the final reports of their patients;
+    for staff, those of their facilities."""
+    query = request.GET.get("q", "")[:100]
+    page = Paginator(selectors.results(user=request.user, query=query), 50).get_page(
+        request.GET.get("page")
+    )
+    audit.record_list(request, objects=list(page), object_type="report", query={"q": query})
+    return render(request, "reporting/results.html", {"page": page, "q": query})
 
 
 def _viewable_report(request: HttpRequest, pk: int) -> Report:

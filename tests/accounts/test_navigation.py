@@ -16,9 +16,10 @@ EXPECTED_MENU = {
         "Orders",
         "Reading worklist",
         "Critical results",
+        "Results",
         "Studies",
     ],
-    Role.REFERRING_PHYSICIAN: ["Home", "Studies"],
+    Role.REFERRING_PHYSICIAN: ["Home", "Results", "Studies"],
     Role.BILLING: ["Home", "Patients", "Orders", "Fee schedule"],
     Role.ADMIN: [
         "Home",

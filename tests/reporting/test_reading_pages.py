@@ -332,3 +332,34 @@ def test_a_critical_result_of_another_physician_is_not_found(
     stranger = client_for(member(facility_a, Role.REFERRING_PHYSICIAN, username="gp2"))
 
     assert stranger.get(reverse("reporting:critical_detail", args=[critical.pk])).status_code == 404
+
+
+# ---- results ----------------------------------------------------------------------------------
+
+
+def test_results_list_a_referring_physicians_final_reports_only(
+    order, radiologist, referring, facility_a
+):
+    Order.objects.filter(pk=order.pk).update(referring_physician=referring)
+    mine = report_signed(order, radiologist, "Normal.")
+    preliminary_order = exam_read(order_for(order.patient))
+    Order.objects.filter(pk=preliminary_order.pk).update(referring_physician=referring)
+    report_signed(preliminary_order, radiologist, status=Status.PRELIMINARY)
+    other = report_signed(exam_read(order_for(PatientFactory(facility=facility_a))), radiologist)
+
+    listed = list(client_for(referring).get(reverse("reporting:results")).context["page"])
+    staff = list(client_for(radiologist).get(reverse("reporting:results")).context["page"])
+
+    assert listed == [mine]
+    assert set(staff) == {mine, other, preliminary_order.reports.get()}
+
+
+def test_results_are_searched_by_name_mrn_and_accession(order, radiologist):
+    report = report_signed(order, radiologist)
+    client = client_for(radiologist)
+
+    for query in ("doe jane", order.patient.mrn, order.accession_number.lower()):
+        assert list(client.get(reverse("reporting:results"), {"q": query}).context["page"]) == [
+            report
+        ], query
+    assert list(client.get(reverse("reporting:results"), {"q": "nobody"}).context["page"]) == []
