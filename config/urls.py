@@ -11,6 +11,7 @@ from ris.api.appointments import AppointmentViewSet
 from ris.api.catalogue import ProcedureViewSet, RoomViewSet
 from ris.api.orders import OrderViewSet
 from ris.api.patients import PatientViewSet
+from ris.reporting import share_views
 
 router = DefaultRouter()
 router.register("patients", PatientViewSet, basename="patient")
@@ -34,6 +35,9 @@ urlpatterns = [
     path("ris/", include("ris.urls")),
     path("hl7/", include("ris.hl7.urls")),
     path("reporting/", include("ris.reporting.urls")),
+    # A report shared for a second opinion: opened without an account.
+    path("share/<str:token>/", share_views.share_page, name="share"),
+    path("share/<str:token>/viewer/", share_views.share_viewer, name="share_viewer"),
     path("billing/", include("billing.urls")),
     path("pacs/", include("pacs.urls")),
     path("viewer/", include("pacs.viewer.urls")),

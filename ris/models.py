@@ -857,3 +857,43 @@ class CriticalResult(models.Model):
     @property
     def patient_id(self) -> int:
         return self.report.order.patient_id
+
+
+class ReportShare(models.Model):
+    """A link that lets someone without an account (a second opinion) read one final
+    report and its images until it expires or is revoked. Only the token's SHA-256 is
+    kept: the link is shown once, to the person who made it. Every use is audited."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="shares")
+    token_hash = models.CharField(max_length=64, unique=True)
+    recipient = models.CharField(max_length=200, help_text="Who it is for, and why.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    uses = models.PositiveIntegerField(default=0)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"share {self.pk} of report {self.report_id}"
+
+    @property
+    def patient_id(self) -> int:
+        return self.report.order.patient_id
+
+    @property
+    def is_active(self) -> bool:
+        from django.utils import timezone
+
+        return self.revoked_at is None and self.expires_at > timezone.now()

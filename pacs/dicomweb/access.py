@@ -71,6 +71,10 @@ class Scope:
     facility_ids: frozenset[int]
     upload_facility_ids: frozenset[int] = field(default_factory=frozenset)
     referred_facility_ids: frozenset[int] = field(default_factory=frozenset)
+    # A share link's visitor: just these studies, and audited under `actor` (the link),
+    # not as the user who made the link.
+    study_ids: frozenset[int] | None = None
+    actor: str = ""
 
     @property
     def all_facility_ids(self) -> set[int]:
@@ -78,6 +82,8 @@ class Scope:
 
     def study_condition(self, prefix: str = "") -> Q | None:
         """None when the facilities alone decide; else the Q (fields under `prefix`)."""
+        if self.study_ids is not None:
+            return Q(**{f"{prefix}pk__in": self.study_ids})
         if not self.referred_facility_ids:
             return None
         return Q(**{f"{prefix}facility_id__in": self.facility_ids}) | Q(

@@ -46,8 +46,7 @@ def dicomweb_view(methods: tuple[str, ...] = ("GET",)) -> Callable[[View], View]
             try:
                 if request.method not in methods:
                     raise DicomWebError(405, f"{request.method} is not supported here")
-                user = authenticate(request)
-                response = view(request, scope_for(user), *args, **kwargs)
+                response = view(request, _scope(request), *args, **kwargs)
             except DicomWebError as error:
                 response = _error(error)
             return _cors(request, response, methods)
@@ -55,6 +54,22 @@ def dicomweb_view(methods: tuple[str, ...] = ("GET",)) -> Callable[[View], View]
         return wrapped
 
     return decorator
+
+
+def _scope(request: HttpRequest) -> Scope:
+    """The caller's scope: a user's (token or session), else the studies of the share
+    links this browser opened (a second opinion without an account)."""
+    try:
+        return scope_for(authenticate(request))
+    except DicomWebError as error:
+        if error.status != 401 or request.method not in ("GET", "HEAD"):
+            raise
+        from ris.reporting.shares import dicomweb_scope
+
+        scope = dicomweb_scope(request)
+        if scope is None:
+            raise
+        return scope
 
 
 def _error(error: DicomWebError) -> HttpResponse:
@@ -99,7 +114,8 @@ def _audit(
     audit.record(
         action=action,
         door=audit.Door.DICOMWEB,
-        user=scope.user,
+        user=None if scope.actor else scope.user,
+        actor=scope.actor,
         obj=study,
         object_type="study",
         remote_addr=audit.client_address(request),
@@ -116,7 +132,7 @@ PIXEL_AUDIT_WINDOW = 300  # seconds
 def audit_pixels(request: HttpRequest, scope: Scope, study: Study, resource: str) -> None:
     """Audit a pixel read (frames, rendered, thumbnail, bulk data) of `study`: the first
     of each window is recorded, and says the window covers the reads that follow."""
-    key = f"dicomweb-audit:{scope.user.pk}:{study.pk}:{resource}"
+    key = f"dicomweb-audit:{scope.actor or scope.user.pk}:{study.pk}:{resource}"
     if not cache.add(key, 1, timeout=PIXEL_AUDIT_WINDOW):
         return
     _audit(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ris.reporting import template_views, views
+from ris.reporting import share_views, template_views, views
 
 app_name = "reporting"
 urlpatterns = [
@@ -13,6 +13,8 @@ urlpatterns = [
     path("results/", views.results, name="results"),
     path("reports/<int:pk>/", views.report_page, name="report"),
     path("reports/<int:pk>/report.pdf", views.report_pdf, name="report_pdf"),
+    path("reports/<int:pk>/share/", share_views.share_create, name="share_create"),
+    path("shares/<int:pk>/revoke/", share_views.share_revoke, name="share_revoke"),
     path("reports/<int:pk>/save/", views.save, name="save"),
     path("reports/<int:pk>/autosave/", views.autosave, name="autosave"),
     path("reports/<int:pk>/correct/", views.correct, name="correct"),

@@ -417,7 +417,14 @@ def report_page(request: HttpRequest, pk: int) -> HttpResponse:
     audit.record_request(
         request, action=audit.Action.VIEW, obj=report, detail={"version": version.number}
     )
-    context = delivery.print_context(version) | {"versions": versions, "for_pdf": False}
+    from ris.reporting.share_views import ShareForm
+
+    context = delivery.print_context(version) | {
+        "versions": versions,
+        "for_pdf": False,
+        "shares": [s for s in report.shares.select_related("created_by") if s.is_active],
+        "share_form": ShareForm(),
+    }
     return render(request, "reporting/report_page.html", context)
 
 
