@@ -23,6 +23,7 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Rooms", "ris:room_list", Capability.MANAGE_FACILITY),
     ("Procedures", "ris:procedure_list", Capability.MANAGE_FACILITY),
     ("HL7 messages", "hl7:message_list", Capability.MANAGE_FACILITY),
+    ("Turnaround", "reporting:turnaround", Capability.MANAGE_FACILITY),
 ]
 
 

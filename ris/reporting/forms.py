@@ -77,7 +77,9 @@ def sections_from_post(data: Any, count: int) -> list[dict[str, str]]:
 
 class SignForm(forms.Form):
     password = forms.CharField(
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        widget=forms.PasswordInput(
+            attrs={"autocomplete": "current-password", "id": "sign-password"}
+        ),
         required=False,
         label="Your password, to sign",
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ris.reporting import share_views, template_views, views
+from ris.reporting import share_views, template_views, turnaround_views, views
 
 app_name = "reporting"
 urlpatterns = [
@@ -27,4 +27,5 @@ urlpatterns = [
     path("templates/new/", template_views.template_create, name="template_create"),
     path("templates/import/", template_views.template_import, name="template_import"),
     path("templates/<int:pk>/", template_views.template_edit, name="template_edit"),
+    path("turnaround/", turnaround_views.turnaround_page, name="turnaround"),
 ]

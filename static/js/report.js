@@ -138,7 +138,9 @@ function setUpEditor(form) {
     area.addEventListener('input', changed);
     area.addEventListener('blur', () => renderPicks(area, panel, changed));
   }
+  let submitting = false;
   form.addEventListener('submit', () => {
+    submitting = true; // the form carries the words: leaving is what it is for
     clearTimeout(timer);
     const hidden = document.createElement('input');
     hidden.type = 'hidden';
@@ -147,7 +149,7 @@ function setUpEditor(form) {
     form.append(hidden);
   });
   window.addEventListener('beforeunload', (event) => {
-    if (dirty || saving) event.preventDefault();
+    if (!submitting && (dirty || saving)) event.preventDefault();
   });
 }
 

@@ -29,6 +29,7 @@ EXPECTED_MENU = {
         "Rooms",
         "Procedures",
         "HL7 messages",
+        "Turnaround",
     ],
 }
 

@@ -52,7 +52,7 @@ def test_the_menu_is_always_shown_on_a_tablet_and_a_desktop(
     assert nav.is_visible()
     assert not page.locator("label[for=nav-toggle]").is_visible()
     labels = [text.strip() for text in nav.locator("a").all_inner_texts()]
-    assert "Reading list" in labels and "Fee schedule" not in labels
+    assert "Reading worklist" in labels and "Fee schedule" not in labels
     assert not has_horizontal_overflow(page)
     screenshot(page, f"home-{width}")
     assert page.console_errors == []  # type: ignore[attr-defined]

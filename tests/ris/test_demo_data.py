@@ -8,7 +8,7 @@ from pydicom.uid import ComputedRadiographyImageStorage, UltrasoundMultiFrameIma
 from accounts.models import Facility, User
 from accounts.roles import Role
 from pacs.models import Instance, Study
-from ris.models import Appointment, Order, Patient
+from ris.models import Appointment, Order, Patient, Report, ReportTemplate
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +50,11 @@ def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(
         sop_class_uid=UltrasoundMultiFrameImageStorage, number_of_frames=120
     ).exists()
     assert Order.objects.filter(images_received_at__isnull=False).count() == Study.objects.count()
+    # Reporting: templates, and one exam per facility read and signed final.
+    for facility in Facility.objects.all():
+        assert ReportTemplate.objects.filter(facility=facility).count() == 2
+        (report,) = Report.objects.filter(facility=facility)
+        assert report.status == Report.Status.FINAL and report.versions.count() == 1
     # Passwords are printed and work.
     lines = [line.split() for line in out.getvalue().splitlines() if line.startswith("  ")]
     assert len(lines) == User.objects.count()

@@ -18,13 +18,48 @@ from django.utils import timezone
 
 from accounts.models import Facility, User
 from accounts.roles import Role
-from accounts.services import user_create
+from accounts.services import Signature, user_create
 from billing.models import FeeScheduleEntry, Payer
 from pacs.demo import load_demo_images
 from pacs.models import DicomNode
+from pacs.services import refresh_pending_studies
 from ris import services
 from ris.hl7.models import Partner
 from ris.models import Order, Procedure, Room
+from ris.reporting import services as reporting
+
+DEMO_TEMPLATES = [
+    (
+        "CT chest",
+        "CT",
+        [
+            {"title": "Clinical information", "text": "[[Indication]]"},
+            {
+                "title": "Technique",
+                "text": "CT of the chest [[Contrast: without | with]] contrast.",
+            },
+            {"title": "Comparison", "text": "[[Comparison: None | Prior CT]]"},
+            {
+                "title": "Findings",
+                "text": "Lungs: [[Lungs: clear | nodule | consolidation | emphysema]].\n"
+                "Pleura: [[Pleura: no effusion | effusion]].\n"
+                "Heart and mediastinum: [[Mediastinum: normal | enlarged nodes]].",
+            },
+            {"title": "Impression", "text": "[[Impression]]"},
+        ],
+    ),
+    (
+        "General",
+        "",
+        [
+            {"title": "Clinical information", "text": ""},
+            {"title": "Technique", "text": ""},
+            {"title": "Comparison", "text": "None."},
+            {"title": "Findings", "text": ""},
+            {"title": "Impression", "text": ""},
+        ],
+    ),
+]
 
 FACILITIES = [
     ("NORTH", "North Imaging Center", "NORTH_MRN"),
@@ -156,6 +191,9 @@ class Command(BaseCommand):
             ).select_related("patient", "procedure", "facility")
             count = load_demo_images(list(completed))
             self.stdout.write(f"Demo images: {count} instances for {completed.count()} orders.")
+            refresh_pending_studies()  # linked to their orders now, not after a commit
+            reported = self.load_reporting()
+            self.stdout.write(f"Demo reports: {reported} final, with report templates.")
             credentials_file.parent.mkdir(parents=True, exist_ok=True)
             credentials_file.touch(mode=0o600)
             credentials_file.write_text(
@@ -221,6 +259,51 @@ class Command(BaseCommand):
                 facility=facility, name=f"{name} HIS", application="HIS", application_facility=code
             )
         return credentials
+
+    @transaction.atomic
+    def load_reporting(self) -> int:
+        """Report templates for each demo facility, and one exam read and signed final,
+        so the referring physician has a result to open and the radiologist a history."""
+        reported = 0
+        for facility in Facility.objects.filter(code__in=[code for code, _, _ in FACILITIES]):
+            radiologist = User.objects.filter(
+                memberships__facility=facility, memberships__role=Role.RADIOLOGIST
+            ).first()
+            if radiologist is None:
+                continue
+            for name, modality, sections in DEMO_TEMPLATES:
+                reporting.template_save(
+                    facility_id=facility.pk,
+                    name=name,
+                    modality=modality,
+                    sections=sections,
+                    actor=radiologist,
+                )
+            order = (
+                Order.objects.filter(facility=facility, studies__isnull=False)
+                .filter(status=Order.Status.COMPLETED)
+                .order_by("id")
+                .first()
+            )
+            if order is None:
+                continue
+            report = reporting.report_start(order=order, actor=radiologist)
+            reporting.report_draft_save(
+                report=report,
+                sections=[
+                    {"title": "Clinical information", "text": order.reason},
+                    {"title": "Findings", "text": "No acute abnormality."},
+                    {"title": "Impression", "text": "Normal study."},
+                ],
+                actor=radiologist,
+            )
+            # The demo signs in the radiologist's name: a trusted loader, not a door.
+            signature = Signature(user=radiologist, confirmed_at=timezone.now())
+            reporting.report_sign(
+                report=report, status="final", actor=radiologist, signature=signature
+            )
+            reported += 1
+        return reported
 
     def load_catalogue(self, facility: Facility) -> dict[str, Procedure]:
         payers = [
