@@ -163,6 +163,18 @@ def reading_release(*, order: Order, actor: User, door: str = audit.Door.PAGE) -
     return _reading_set(locked, None, actor=actor, door=door)
 
 
+def _check_reader(order: Order, actor: User) -> None:
+    """Only the radiologist reading an exam writes or signs its report: another one
+    takes it over by having it assigned (which the audit trail shows)."""
+    reader = order.reading_radiologist
+    if reader is not None and reader.pk != actor.pk:
+        raise RisError(
+            f"{order.accession_number} is being read by "
+            f"{reader.get_full_name() or reader.get_username()}: have it assigned to you "
+            "to change its report."
+        )
+
+
 def _reading_set(order: Order, radiologist: User | None, *, actor: User, door: str) -> Order:
     before = order.reading_radiologist_id
     order.reading_radiologist = radiologist
@@ -243,6 +255,7 @@ def report_draft_save(
     person), nothing is saved and the error says so, rather than one silently winning."""
     locked = Report.objects.select_for_update().get(pk=report.pk)
     _can_read(actor, locked.order)
+    _check_reader(locked.order, actor)
     if locked.is_closed:
         raise RisError(
             f"The report is {locked.get_status_display().lower()}: its text does not change. "
@@ -311,6 +324,7 @@ def report_sign(
         )
     if revision is not None and revision != locked.revision:
         raise RisError("The report was changed elsewhere since this page was opened: reload it.")
+    _check_reader(order, actor)
     _release_check(locked.text, locked.sections, signature, actor)
     _exam_reported(order, status, actor=actor, door=door)
     return _release(locked, status, actor=actor, door=door, detail={})

@@ -556,3 +556,24 @@ def test_signing_queues_the_result_for_the_his_once_per_release(order, radiologi
     assert list(
         OutboundMessage.objects.filter(message_type="ORU^R01").values_list("reason", flat=True)
     ) == [f"report {order.reports.get().pk} preliminary"]
+
+
+def test_only_the_reader_writes_or_signs_the_report(order, radiologist, other_radiologist):
+    report = report_written(order, radiologist, "Mine.")
+
+    with pytest.raises(RisError, match="have it assigned to you"):
+        reporting.report_draft_save(
+            report=report, sections=free("Theirs."), actor=other_radiologist
+        )
+    with pytest.raises(RisError, match="have it assigned to you"):
+        reporting.report_sign(
+            report=report,
+            status=Status.FINAL,
+            actor=other_radiologist,
+            signature=signature_of(other_radiologist),
+        )
+    reporting.reading_assign(order=order, radiologist=other_radiologist, actor=radiologist)
+    reporting.report_draft_save(report=report, sections=free("Theirs."), actor=other_radiologist)
+
+    report.refresh_from_db()
+    assert report.text == "Theirs."
