@@ -261,3 +261,14 @@ def results(*, user: User, query: str = "") -> QuerySet[Report]:
             words | Q(order__patient__mrn=query) | Q(order__accession_number=query.upper())
         )
     return reports.order_by("-signed_at", "-id")
+
+
+def next_exam(*, user: User, after: Order) -> Order | None:
+    """The next exam to read after `after`: the first of the worklist that is the user's
+    or nobody's (what "next" means to a radiologist working down the list)."""
+    return (
+        reading_worklist(user=user)
+        .exclude(pk=after.pk)
+        .filter(Q(reading_radiologist__isnull=True) | Q(reading_radiologist=user))
+        .first()
+    )

@@ -125,6 +125,7 @@ def _exam_page(
         "mine": order.reading_radiologist_id in (None, request.user.pk),
         "can_sign": Capability.SIGN_REPORTS in _caps(request, order),
         "autosave_url": reverse("reporting:autosave", args=[report.pk]) if report else "",
+        "next_exam": selectors.next_exam(user=request.user, after=order),
     }
     return render(request, "reporting/exam.html", context, status=status)
 

@@ -363,3 +363,10 @@ def test_results_are_searched_by_name_mrn_and_accession(order, radiologist):
             report
         ], query
     assert list(client.get(reverse("reporting:results"), {"q": "nobody"}).context["page"]) == []
+
+
+def test_the_reading_page_offers_the_next_exam_of_the_worklist(rad, order, facility_a):
+    stat = exam_read(order_for(PatientFactory(facility=facility_a), priority=Order.Priority.STAT))
+
+    assert rad.get(exam_url(order)).context["next_exam"] == stat
+    assert rad.get(exam_url(stat)).context["next_exam"] == order
