@@ -680,6 +680,37 @@ class ReportTemplate(models.Model):
         return self.name
 
 
+class ReportMacro(models.Model):
+    """Words a radiologist inserts by name ("normal chest"): the facility's, or their own
+    (`owner`). For one modality, or any."""
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="report_macros",
+        help_text="Blank: every radiologist of the facility.",
+    )
+    name = models.CharField(max_length=100)
+    modality = models.CharField(
+        max_length=16, blank=True, choices=Modality.choices, help_text="Blank: any modality."
+    )
+    text = models.TextField()
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Report(models.Model):
     """A radiologist's report of an order.
 

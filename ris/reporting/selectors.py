@@ -12,7 +12,14 @@ from accounts.models import User
 from accounts.roles import Capability, Role, capabilities_of
 from accounts.scoping import facility_ids_for, roles_by_facility
 from pacs.models import Study
-from ris.models import REPORT_CLOSED, CriticalResult, Order, Report, ReportTemplate
+from ris.models import (
+    REPORT_CLOSED,
+    CriticalResult,
+    Order,
+    Report,
+    ReportMacro,
+    ReportTemplate,
+)
 
 # What the worklist's "report" filter offers, and the exams each means.
 REPORT_STATES = {
@@ -271,4 +278,24 @@ def next_exam(*, user: User, after: Order) -> Order | None:
         .exclude(pk=after.pk)
         .filter(Q(reading_radiologist__isnull=True) | Q(reading_radiologist=user))
         .first()
+    )
+
+
+def macros_for(*, user: User, order: Order) -> list[ReportMacro]:
+    """The macros offered on an exam: the user's own and the facility's, of its modality
+    or of any; one's own first."""
+    return list(
+        ReportMacro.objects.filter(facility_id=order.facility_id, is_active=True)
+        .filter(Q(owner=user) | Q(owner__isnull=True))
+        .filter(Q(modality=order.procedure.modality) | Q(modality=""))
+        .order_by(F("owner").asc(nulls_last=True), "name")
+    )
+
+
+def macros(*, user: User) -> QuerySet[ReportMacro]:
+    """Macros the user keeps or uses: theirs and their facilities' shared ones."""
+    return (
+        ReportMacro.objects.visible_to(user, Capability.READ_STUDIES)
+        .filter(Q(owner=user) | Q(owner__isnull=True))
+        .select_related("facility", "owner")
     )

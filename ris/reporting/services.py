@@ -27,6 +27,7 @@ from ris.models import (
     Order,
     Report,
     ReportAddendum,
+    ReportMacro,
     ReportTemplate,
     ReportVersion,
 )
@@ -727,3 +728,47 @@ def template_import(
     template.source_html = data.decode("utf-8", errors="replace").replace("\x00", "")
     template.save(update_fields=["source", "source_identifier", "source_html", "updated_at"])
     return template, imported.warnings
+
+
+# ---- macros ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def macro_save(
+    *,
+    facility_id: int,
+    name: str,
+    text: str,
+    actor: User,
+    personal: bool = True,
+    modality: str = "",
+    is_active: bool = True,
+    macro: ReportMacro | None = None,
+) -> ReportMacro:
+    """Create or change a macro: one's own (`personal`), or the facility's."""
+    if Capability.READ_STUDIES not in capabilities_for(actor, facility_id):
+        raise RisError("Macros are kept by the radiologists of their facility.")
+    name = " ".join(name.split())[:100]
+    text = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    if not name or not text.strip():
+        raise RisError("A macro needs a name and words.")
+    if len(text) > 20_000:
+        raise RisError("A macro has at most 20,000 characters.")
+    if macro is None:
+        macro = ReportMacro(facility_id=facility_id)
+    elif macro.facility_id != facility_id:
+        raise RisError("A macro stays with its facility.")
+    elif macro.owner_id not in (None, actor.pk):
+        raise RisError("That is another radiologist's own macro.")
+    clash = ReportMacro.objects.filter(
+        facility_id=facility_id,
+        name__iexact=name,
+        owner=actor if personal else None,
+        is_active=True,
+    ).exclude(pk=macro.pk)
+    if is_active and clash.exists():
+        raise RisError(f"There is a macro called {name} already.")
+    macro.name, macro.text, macro.modality, macro.is_active = name, text, modality, is_active
+    macro.owner = actor if personal else None
+    macro.save()
+    return macro

@@ -16,7 +16,7 @@ from accounts.permissions import capability_required
 from accounts.roles import Capability
 from accounts.scoping import facility_ids_for
 from pacs.dicom.vocabulary import Modality
-from ris.models import Procedure, ReportTemplate
+from ris.models import Procedure, ReportMacro, ReportTemplate
 from ris.reporting import selectors, services
 from ris.services import RisError
 
@@ -161,5 +161,84 @@ def template_import(request: HttpRequest) -> HttpResponse:
         request,
         "reporting/template_import.html",
         {"form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+# ---- macros ------------------------------------------------------------------------------
+
+
+class MacroForm(forms.Form):
+    facility = forms.TypedChoiceField(coerce=int)
+    name = forms.CharField(max_length=100, help_text='e.g. "normal chest"')
+    modality = forms.ChoiceField(required=False, choices=[("", "Any modality"), *Modality.choices])
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 8, "class": "mono"}))
+    personal = forms.BooleanField(
+        required=False, initial=True, label="Mine only (else every radiologist of the facility)"
+    )
+    is_active = forms.BooleanField(required=False, initial=True, label="Offered in the editor")
+
+    def __init__(self, *args: Any, facilities: list[Facility], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["facility"].choices = [(f.pk, f.name) for f in facilities]
+
+
+@require_GET
+@capability_required(Capability.READ_STUDIES)
+def macro_list(request: HttpRequest) -> HttpResponse:
+    macros = selectors.macros(user=request.user)
+    return render(request, "reporting/macro_list.html", {"macros": macros})
+
+
+@require_http_methods(["GET", "POST"])
+@capability_required(Capability.READ_STUDIES)
+def macro_create(request: HttpRequest) -> HttpResponse:
+    return _macro_page(request, None)
+
+
+@require_http_methods(["GET", "POST"])
+@capability_required(Capability.READ_STUDIES)
+def macro_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    macro = selectors.macros(user=request.user).filter(pk=pk).first()
+    if macro is None:
+        raise Http404("No macro with this id that you keep.")
+    return _macro_page(request, macro)
+
+
+def _macro_page(request: HttpRequest, macro: ReportMacro | None) -> HttpResponse:
+    facilities = _facilities(request)
+    initial: dict[str, Any] = {"facility": facilities[0].pk, "personal": True, "is_active": True}
+    if macro is not None:
+        initial = {
+            "facility": macro.facility_id,
+            "name": macro.name,
+            "modality": macro.modality,
+            "text": macro.text,
+            "personal": macro.owner_id is not None,
+            "is_active": macro.is_active,
+        }
+    form = MacroForm(request.POST or None, facilities=facilities, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            data = form.cleaned_data
+            saved = services.macro_save(
+                facility_id=data["facility"],
+                name=data["name"],
+                text=data["text"],
+                modality=data["modality"],
+                personal=data["personal"],
+                is_active=data["is_active"],
+                actor=request.user,
+                macro=macro,
+            )
+        except RisError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, f"Macro {saved.name} saved.")
+            return redirect("reporting:macro_list")
+    return render(
+        request,
+        "reporting/macro_form.html",
+        {"form": form, "macro": macro},
         status=400 if form.errors else 200,
     )

@@ -27,5 +27,8 @@ urlpatterns = [
     path("templates/new/", template_views.template_create, name="template_create"),
     path("templates/import/", template_views.template_import, name="template_import"),
     path("templates/<int:pk>/", template_views.template_edit, name="template_edit"),
+    path("macros/", template_views.macro_list, name="macro_list"),
+    path("macros/new/", template_views.macro_create, name="macro_create"),
+    path("macros/<int:pk>/", template_views.macro_edit, name="macro_edit"),
     path("turnaround/", turnaround_views.turnaround_page, name="turnaround"),
 ]

@@ -126,6 +126,7 @@ def _exam_page(
         "can_sign": Capability.SIGN_REPORTS in _caps(request, order),
         "autosave_url": reverse("reporting:autosave", args=[report.pk]) if report else "",
         "next_exam": selectors.next_exam(user=request.user, after=order),
+        "macros": selectors.macros_for(user=request.user, order=order) if report else [],
     }
     return render(request, "reporting/exam.html", context, status=status)
 

@@ -138,6 +138,26 @@ function setUpEditor(form) {
     area.addEventListener('input', changed);
     area.addEventListener('blur', () => renderPicks(area, panel, changed));
   }
+  // Macros go where the cursor was in the last section the radiologist was in.
+  let lastArea = areas[0];
+  for (const area of areas) area.addEventListener('focus', () => { lastArea = area; });
+  const macros = form.querySelector('[data-macros]');
+  if (macros && !readonly) {
+    macros.hidden = false;
+    macros.querySelector('[data-macro-insert]').addEventListener('click', () => {
+      const id = macros.querySelector('[data-macro-select]').value;
+      const source = macros.querySelector(`template[data-macro-text="${id}"]`);
+      if (!source || !lastArea) return;
+      const words = source.content.textContent;
+      const { selectionStart: start, selectionEnd: end, value } = lastArea;
+      lastArea.value = value.slice(0, start) + words + value.slice(end);
+      lastArea.focus();
+      lastArea.selectionStart = lastArea.selectionEnd = start + words.length;
+      lastArea.dispatchEvent(new Event('input'));
+      lastArea.dispatchEvent(new Event('blur'));
+    });
+  }
+
   let submitting = false;
   form.addEventListener('submit', () => {
     submitting = true; // the form carries the words: leaving is what it is for

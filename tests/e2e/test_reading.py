@@ -345,3 +345,29 @@ def test_saving_right_after_typing_saves_without_a_leave_page_prompt(
     expect(page.locator(".messages")).to_contain_text("Draft saved.")
     assert prompts == []
     assert report_of(order).text == "First words. More."
+
+
+def test_a_macro_goes_where_the_cursor_is_and_is_autosaved(
+    page_factory, live_server, radiologist, facility_a
+):
+    from ris.reporting import services as reporting
+
+    order = exam_read(order_for(PatientFactory(facility=facility_a)))
+    report_written(order, radiologist, "Findings: . End.")
+    reporting.macro_save(
+        facility_id=facility_a.pk, name="normal lungs", text="Lungs clear", actor=radiologist
+    )
+    page = page_factory(1280, 800)
+    log_in(page, live_server.url, radiologist.username)
+    page.goto(live_server.url + reverse("reporting:exam", args=[order.pk]))
+
+    box = page.get_by_role("textbox", name="Report")
+    box.click()
+    box.evaluate("area => { area.selectionStart = area.selectionEnd = 10; }")
+    page.get_by_role("button", name="Insert").click()
+
+    expect(box).to_have_value("Findings: Lungs clear. End.")
+    eventually(
+        lambda: Report.objects.get(order=order).text == "Findings: Lungs clear. End.",
+        "the macro's words autosaved",
+    )

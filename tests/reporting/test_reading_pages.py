@@ -370,3 +370,53 @@ def test_the_reading_page_offers_the_next_exam_of_the_worklist(rad, order, facil
 
     assert rad.get(exam_url(order)).context["next_exam"] == stat
     assert rad.get(exam_url(stat)).context["next_exam"] == order
+
+
+# ---- macros -------------------------------------------------------------------------------------
+
+
+def test_macros_are_offered_on_the_exam_mine_and_the_facilitys(rad, order, radiologist, facility_a):
+    from ris.reporting import services as reporting
+
+    other = member(facility_a, Role.RADIOLOGIST, username="rad2")
+    mine = reporting.macro_save(
+        facility_id=facility_a.pk, name="normal head", text="No acute findings.", actor=radiologist
+    )
+    shared = reporting.macro_save(
+        facility_id=facility_a.pk,
+        name="contrast",
+        text="After contrast.",
+        actor=other,
+        personal=False,
+    )
+    reporting.macro_save(facility_id=facility_a.pk, name="theirs", text="x", actor=other)
+    reporting.macro_save(
+        facility_id=facility_a.pk, name="mr only", text="x", actor=radiologist, modality="MR"
+    )
+    report_written(order, radiologist)
+
+    page = rad.get(exam_url(order))
+
+    assert page.context["macros"] == [mine, shared]
+    assert f'<template data-macro-text="{mine.pk}">No acute findings.</template>' in (
+        page.content.decode()
+    )
+
+
+def test_a_macro_is_written_on_its_page_and_names_are_unique(rad, facility_a):
+    url = reverse("reporting:macro_create")
+    data = {
+        "facility": facility_a.pk,
+        "name": "Normal chest",
+        "text": "Lungs clear.",
+        "personal": "on",
+        "is_active": "on",
+    }
+
+    assert rad.post(url, data).status_code == 302
+    again = rad.post(url, data)
+
+    assert again.status_code == 400
+    assert "already" in again.content.decode()
+    listed = rad.get(reverse("reporting:macro_list")).content.decode()
+    assert "Normal chest" in listed
