@@ -82,7 +82,7 @@ def picklist(label: str, choices: Sequence[str] = ()) -> str:
     a ``:`` inside the label becomes `` - `` (a trailing one is dropped: "Lungs:" is the
     label "Lungs"), whitespace is squashed. Empty and repeated choices are dropped.
     Raises ValueError if nothing is left of the label."""
-    name = _COLON.sub(" - ", _clean(label).rstrip(": ")).strip(" -")
+    name = _squash(_COLON.sub(" - ", _clean(label).rstrip(": "))).strip(" -")
     if not name:
         raise ValueError("A pick-list needs a label.")
     options = _unique(_clean(choice) for choice in choices)
