@@ -18,6 +18,7 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Results", "reporting:results", Capability.VIEW_REPORTS),
     ("Studies", "pacs:study_list", Capability.VIEW_IMAGES),
     ("Upload images", "pacs:upload", Capability.UPLOAD_IMAGES),
+    ("Charges", "billing:charge_list", Capability.VIEW_BILLING),
     ("Fee schedule", "billing:fee_list", Capability.VIEW_BILLING),
     ("Audit trail", "accounts:audit_log", Capability.VIEW_AUDIT),
     ("Rooms", "ris:room_list", Capability.MANAGE_FACILITY),

@@ -22,6 +22,17 @@ class Facility(models.Model):
     )
     timezone = models.CharField(max_length=64, default="UTC")
     npi = models.CharField("billing NPI", max_length=10, blank=True)
+    bills_globally = models.BooleanField(
+        default=False,
+        help_text="One global charge per exam when its report is final, instead of the "
+        "technical (TC) charge at completion and the professional (26) one at the report.",
+    )
+    place_of_service = models.CharField(
+        max_length=2,
+        default="22",
+        help_text="CMS place of service code on claims (22: "
+        "on-campus outpatient hospital, 11: office).",
+    )
     report_dicom_object = models.CharField(
         "signed reports into the study as",
         max_length=4,

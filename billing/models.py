@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
@@ -72,3 +73,133 @@ class FeeScheduleEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.procedure_code} from {self.effective_from}"
+
+
+class Charge(models.Model):
+    """One billable line: a component of an exam's procedure, for a payer, captured from
+    the event that earned it: the technical component (TC) when the exam is completed,
+    the professional one (26) when its report is final, or one global charge at the
+    final report where the facility bills globally.
+
+    `capture_key` makes capture idempotent: a replayed event finds its charge. A charge
+    is never deleted: it is voided with a reason, and one already exported is reversed
+    by an adjustment line (`adjusts`, a negative amount)."""
+
+    class Component(models.TextChoices):
+        GLOBAL = "global", "Global"
+        TECHNICAL = "technical", "Technical (TC)"
+        PROFESSIONAL = "professional", "Professional (26)"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Needs review"
+        READY = "ready", "Ready to bill"
+        HELD = "held", "Held"
+        EXPORTED = "exported", "Exported"
+        VOID = "void", "Void"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="charges")
+    order = models.ForeignKey("ris.Order", on_delete=models.PROTECT, related_name="charges")
+    patient = models.ForeignKey("ris.Patient", on_delete=models.PROTECT, related_name="charges")
+    payer = models.ForeignKey(
+        Payer,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="charges",
+        help_text="Empty: self-pay (no insurance on the date of service).",
+    )
+    member_id = models.CharField(max_length=64, blank=True)
+    component = models.CharField(max_length=12, choices=Component.choices)
+    procedure_code = models.CharField(max_length=16)
+    modifiers = models.CharField(max_length=20, blank=True, help_text="e.g. 26, TC.")
+    units = models.DecimalField(max_digits=6, decimal_places=2, default=1)
+    unit_price = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    diagnosis_codes = models.CharField(max_length=200, blank=True)
+    referring_name = models.CharField(max_length=200, blank=True)
+    referring_npi = models.CharField(max_length=10, blank=True)
+    rendering_name = models.CharField(max_length=200, blank=True)
+    rendering_npi = models.CharField(max_length=10, blank=True)
+    place_of_service = models.CharField(max_length=2, blank=True)
+    service_date = models.DateField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status_reason = models.CharField(max_length=500, blank=True)
+    capture_key = models.CharField(max_length=100)
+    adjusts = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="adjustments"
+    )
+    export = models.ForeignKey(
+        "ChargeExport", on_delete=models.PROTECT, null=True, blank=True, related_name="charges"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-service_date", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["facility", "capture_key"], name="charge_captured_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["facility", "status", "service_date"]),
+            models.Index(fields=["facility", "service_date"]),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.procedure_code}{'-' + self.modifiers if self.modifiers else ''} {self.amount}"
+        )
+
+    @property
+    def missing(self) -> list[str]:
+        """What keeps it from being billed, in the billing office's words."""
+        gaps = []
+        if not self.diagnosis_codes:
+            gaps.append("no diagnosis")
+        if self.payer_id is None:
+            gaps.append("no insurance")
+        if self.amount is None:
+            gaps.append("no price")
+        if self.component != self.Component.TECHNICAL and not self.rendering_npi:
+            gaps.append("no rendering NPI")
+        return gaps
+
+
+class ChargeExport(models.Model):
+    """One export the billing office made: who, when, what it asked for, how many rows,
+    and the file itself (its SHA-256 too), so a re-download gives the same bytes."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        XLSX = "xlsx", "Excel (XLSX)"
+        X12_837P = "837p", "X12 837P claims"
+
+    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    format = models.CharField(max_length=4, choices=Format.choices)
+    filters = models.JSONField(default=dict)
+    payer = models.ForeignKey(
+        Payer, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    row_count = models.PositiveIntegerField(default=0)
+    total = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    storage_key = models.CharField(max_length=200, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    marks_exported = models.BooleanField(
+        default=True, help_text="Its charges were marked exported (not billed twice)."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = FacilityScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_format_display()} export {self.pk}"

@@ -1,11 +1,25 @@
-from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+"""The billing office's pages: the fee schedule and the charge review. Thin: forms check
+shapes, services decide."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts import audit
+from accounts.models import Facility
 from accounts.permissions import capability_required
 from accounts.roles import Capability
-from billing import selectors
+from accounts.scoping import facility_ids_for
+from billing import selectors, services
+from billing.models import Charge
+from pacs.dicom.vocabulary import Modality
 
 
 @require_GET
@@ -16,3 +30,103 @@ def fee_list(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     return render(request, "billing/fee_list.html", {"page": page, "code": code})
+
+
+class ChargeFilterForm(forms.Form):
+    date_from = forms.DateField(
+        required=False, label="Service from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        required=False, label="to", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    facility = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    payer = forms.ChoiceField(required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "Any"), *Charge.Status.choices])
+    modality = forms.ChoiceField(required=False, choices=[("", "Any"), *Modality.choices])
+    missing = forms.BooleanField(required=False, label="Missing data only")
+
+    def __init__(
+        self, *args: Any, facilities: list[Facility], payers: list[Any], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["facility"].choices = [("", "All"), *[(f.pk, f.name) for f in facilities]]
+        self.fields["payer"].choices = [
+            ("", "Any"),
+            ("self", "Self-pay"),
+            *[(str(p.pk), p.name) for p in payers],
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and end < start:
+            raise forms.ValidationError("The end date is before the start date.")
+        return data
+
+    def filters(self) -> selectors.ChargeFilter:
+        data = self.cleaned_data
+        return selectors.ChargeFilter(
+            date_from=data["date_from"],
+            date_to=data["date_to"],
+            facility=data["facility"],
+            payer=data["payer"],
+            status=data["status"],
+            modality=data["modality"],
+            missing=data["missing"],
+        )
+
+
+@require_GET
+@capability_required(Capability.VIEW_BILLING)
+def charge_list(request: HttpRequest) -> HttpResponse:
+    facilities = list(
+        Facility.objects.filter(pk__in=facility_ids_for(request.user, Capability.VIEW_BILLING))
+    )
+    form = ChargeFilterForm(
+        request.GET, facilities=facilities, payers=list(selectors.payers(user=request.user))
+    )
+    if not form.is_valid():
+        return render(request, "billing/charge_list.html", {"form": form, "page": None}, status=400)
+    rows = selectors.charges(user=request.user, filters=form.filters())
+    page = Paginator(rows, 100).get_page(request.GET.get("page"))
+    audit.record_list(request, objects=list(page), object_type="charge", query=request.GET.dict())
+    can_edit = bool(facility_ids_for(request.user, Capability.EDIT_BILLING))
+    totals = selectors.totals(rows)
+    labels = dict(Charge.Status.choices)
+    status_totals = [(labels[s], n, amount) for s, (n, amount) in totals.by_status.items()]
+    return render(
+        request,
+        "billing/charge_list.html",
+        {
+            "form": form,
+            "page": page,
+            "totals": totals,
+            "status_totals": status_totals,
+            "can_edit": can_edit,
+        },
+    )
+
+
+@require_POST
+@capability_required(Capability.EDIT_BILLING)
+def charge_action(request: HttpRequest, pk: int) -> HttpResponse:
+    charge = Charge.objects.visible_to(request.user, Capability.EDIT_BILLING).filter(pk=pk).first()
+    if charge is None:
+        raise Http404("No charge with this id that you may change.")
+    action = request.POST.get("action", "")
+    try:
+        if action == "reprice":
+            services.charge_reprice(charge=charge, user=request.user)
+        else:
+            services.charge_review(
+                charge=charge,
+                action=action,
+                reason=request.POST.get("reason", ""),
+                user=request.user,
+            )
+    except services.BillingError as error:
+        messages.error(request, f"Charge {charge.pk}: {error}")
+    else:
+        messages.success(request, f"Charge {charge.pk}: done.")
+    back = request.POST.get("next", "")
+    return redirect(back if back.startswith("/billing/") else "billing:charge_list")

@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 
 from accounts import audit
 from accounts.models import Facility, User
+from billing import services as billing
 from pacs.dicom.vocabulary import UID_ROOT
 from pacs.models import Study
 from ris import scheduling, selectors
@@ -859,6 +860,7 @@ def order_status_set(
         detail={"status": [current, status], **({"reason": reason} if reason else {})},
     )
     outbox.order_status_enqueue(order=order, status=status, door=door)
+    billing.charges_on_exam_status(order=order, status=status, door=door)
     return order
 
 

@@ -19,6 +19,7 @@ from accounts.models import Notification, User
 from accounts.roles import Capability
 from accounts.scoping import capabilities_for
 from accounts.services import Signature
+from billing import services as billing
 from ris.hl7 import outbox
 from ris.models import (
     REPORT_CLOSED,
@@ -400,6 +401,8 @@ def _release(
         detail={"status": [before, status], "version": number, **detail},
     )
     outbox.results_enqueue(report=report, text=text)
+    if status == Status.CORRECTED or (status == Status.FINAL and before != Status.FINAL):
+        billing.charges_on_report(report=report, door=door)
     if report.facility.report_dicom_object:
         from ris.reporting import tasks
 

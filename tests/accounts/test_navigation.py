@@ -20,10 +20,11 @@ EXPECTED_MENU = {
         "Studies",
     ],
     Role.REFERRING_PHYSICIAN: ["Home", "Results", "Studies"],
-    Role.BILLING: ["Home", "Patients", "Orders", "Fee schedule"],
+    Role.BILLING: ["Home", "Patients", "Orders", "Charges", "Fee schedule"],
     Role.ADMIN: [
         "Home",
         "Today",
+        "Charges",
         "Fee schedule",
         "Audit trail",
         "Rooms",
