@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from billing.models import FeeScheduleEntry, Payer
+from billing.models import BillingProfile, FeeScheduleEntry, Payer
 
 
 @admin.register(Payer)
@@ -23,3 +23,8 @@ class FeeScheduleEntryAdmin(admin.ModelAdmin):
     )
     list_filter = ("facility", "payer")
     search_fields = ("procedure_code",)
+
+
+@admin.register(BillingProfile)
+class BillingProfileAdmin(admin.ModelAdmin):
+    list_display = ("facility", "tax_id", "sender_id", "receiver_id", "receiver_name")

@@ -203,3 +203,28 @@ class ChargeExport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_format_display()} export {self.pk}"
+
+
+class BillingProfile(models.Model):
+    """What a facility's claims say about it (X12 837P loops 1000A/1000B/2010AA): its tax
+    id and address as billing provider, and its clearinghouse exchange ids."""
+
+    facility = models.OneToOneField(Facility, on_delete=models.CASCADE, related_name="billing")
+    tax_id = models.CharField("employer identification number", max_length=10, blank=True)
+    taxonomy = models.CharField(max_length=10, blank=True, help_text="e.g. 261QR0200X.")
+    address_line1 = models.CharField(max_length=55, blank=True)
+    address_line2 = models.CharField(max_length=55, blank=True)
+    city = models.CharField(max_length=30, blank=True)
+    state = models.CharField(max_length=2, blank=True)
+    postal_code = models.CharField(max_length=15, blank=True)
+    contact_name = models.CharField(max_length=60, blank=True)
+    contact_phone = models.CharField(max_length=20, blank=True)
+    sender_id = models.CharField(
+        "X12 sender id", max_length=15, blank=True, help_text="ISA06/GS02, from the clearinghouse."
+    )
+    receiver_id = models.CharField("X12 receiver id", max_length=15, blank=True)
+    receiver_name = models.CharField(max_length=60, blank=True)
+    interchange_counter = models.PositiveIntegerField(default=0, editable=False)
+
+    def __str__(self) -> str:
+        return f"billing profile of {self.facility}"

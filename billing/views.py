@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -17,8 +17,8 @@ from accounts.models import Facility
 from accounts.permissions import capability_required
 from accounts.roles import Capability
 from accounts.scoping import facility_ids_for
-from billing import selectors, services
-from billing.models import Charge
+from billing import exports, selectors, services
+from billing.models import Charge, ChargeExport
 from pacs.dicom.vocabulary import Modality
 
 
@@ -103,6 +103,12 @@ def charge_list(request: HttpRequest) -> HttpResponse:
             "totals": totals,
             "status_totals": status_totals,
             "can_edit": can_edit,
+            "export_form": ExportForm(
+                facilities=_export_facilities(request),
+                payers=list(selectors.payers(user=request.user)),
+            )
+            if can_edit
+            else None,
         },
     )
 
@@ -130,3 +136,90 @@ def charge_action(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Charge {charge.pk}: done.")
     back = request.POST.get("next", "")
     return redirect(back if back.startswith("/billing/") else "billing:charge_list")
+
+
+# ---- exports ---------------------------------------------------------------------------------
+
+
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(choices=ChargeExport.Format.choices)
+    facility = forms.TypedChoiceField(coerce=int)
+    payer = forms.TypedChoiceField(
+        coerce=int, required=False, empty_value=None, label="Payer (837P)"
+    )
+    mark = forms.BooleanField(
+        required=False, initial=True, label="Bill them: mark the charges exported"
+    )
+
+    def __init__(
+        self, *args: Any, facilities: list[Facility], payers: list[Any], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["facility"].choices = [(f.pk, f.name) for f in facilities]
+        self.fields["payer"].choices = [("", "—"), *[(p.pk, p.name) for p in payers]]
+
+
+def _export_facilities(request: HttpRequest) -> list[Facility]:
+    return list(
+        Facility.objects.filter(pk__in=facility_ids_for(request.user, Capability.EDIT_BILLING))
+    )
+
+
+@require_POST
+@capability_required(Capability.EDIT_BILLING)
+def export_create(request: HttpRequest) -> HttpResponse:
+    """Export the charges the review page's filters select (sent along as the query)."""
+    facilities = _export_facilities(request)
+    payers = list(selectors.payers(user=request.user))
+    form = ExportForm(request.POST, facilities=facilities, payers=payers)
+    filters = ChargeFilterForm(request.GET, facilities=facilities, payers=payers)
+    if not form.is_valid() or not filters.is_valid():
+        messages.error(request, "Choose a format and a facility (and a payer for claims).")
+        return redirect("billing:charge_list")
+    data = form.cleaned_data
+    payer = next((p for p in payers if p.pk == data["payer"]), None)
+    try:
+        result = exports.export_charges(
+            user=request.user,
+            facility_id=data["facility"],
+            charges=selectors.charges(user=request.user, filters=filters.filters()),
+            fmt=data["format"],
+            filters={k: v for k, v in request.GET.items() if v},
+            mark=data["mark"],
+            payer=payer,
+        )
+    except exports.ExportError as error:
+        messages.error(request, str(error))
+        return redirect("billing:charge_list")
+    for problem in result.problems[:20]:
+        messages.warning(request, f"Left out (still ready): {problem}")
+    messages.success(request, f"Export {result.export.pk}: {result.export.row_count} charges.")
+    return redirect("billing:export_list")
+
+
+@require_GET
+@capability_required(Capability.VIEW_BILLING)
+def export_list(request: HttpRequest) -> HttpResponse:
+    rows = ChargeExport.objects.visible_to(request.user, Capability.VIEW_BILLING).select_related(
+        "created_by", "payer", "facility"
+    )
+    page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    return render(request, "billing/export_list.html", {"page": page})
+
+
+@require_GET
+@capability_required(Capability.VIEW_BILLING)
+def export_download(request: HttpRequest, pk: int) -> HttpResponse:
+    export = (
+        ChargeExport.objects.visible_to(request.user, Capability.VIEW_BILLING).filter(pk=pk).first()
+    )
+    if export is None or not export.storage_key:
+        raise Http404("No export with this id that you may see.")
+    audit.record_request(
+        request,
+        action=audit.Action.EXPORT,
+        obj=export,
+        detail={"download": True, "sha256": export.sha256},
+    )
+    name = f"charges-{export.pk}.{export.format if export.format != '837p' else 'x12'}"
+    return FileResponse(exports.open_export(export), as_attachment=True, filename=name)

@@ -221,9 +221,26 @@ else:
 # With S3, received files are first written durably here and uploaded by a worker, so
 # S3 latency never reaches a C-STORE. Must be local disk shared by listener and worker.
 IMAGE_SPOOL_DIR = Path(env("IMAGE_SPOOL_DIR", str(VAR_DIR / "spool")))
+# Billing exports (kept so a re-download gives the same bytes): beside the images, under
+# "exports/" of the same store.
+if IMAGE_STORAGE_BACKEND["BACKEND"].endswith("S3Storage"):
+    EXPORT_STORAGE_BACKEND = {
+        **IMAGE_STORAGE_BACKEND,
+        "OPTIONS": {
+            **IMAGE_STORAGE_BACKEND["OPTIONS"],
+            "location": f"{env('S3_PREFIX')}/exports".lstrip("/"),
+        },
+    }
+else:
+    EXPORT_STORAGE_BACKEND = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(VAR_DIR / "exports"), "base_url": None},
+    }
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "images": IMAGE_STORAGE_BACKEND,
+    "exports": EXPORT_STORAGE_BACKEND,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"

@@ -1,0 +1,407 @@
+"""Charge exports: CSV, XLSX and X12 837P claim batches.
+
+An export that bills (`mark=True`) takes the charges that are ready, marks them exported
+in the same transaction that records the export (one UPDATE: a concurrent export cannot
+take them too), writes the file row by row to a temporary file (flat memory for 100,000
+charges), keeps it in the "exports" storage with its SHA-256, so downloading it again
+gives the same bytes. A report export (`mark=False`) takes any charges and marks nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.files import File
+from django.core.files.storage import storages
+from django.db import transaction
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from accounts import audit
+from accounts.models import User
+from billing import x12
+from billing.models import BillingProfile, Charge, ChargeExport, Payer
+from ris.models import PatientInsurance
+
+COLUMNS = [
+    "charge_id",
+    "service_date",
+    "facility",
+    "accession_number",
+    "mrn",
+    "patient_name",
+    "birth_date",
+    "payer",
+    "payer_id",
+    "member_id",
+    "procedure_code",
+    "modifiers",
+    "component",
+    "units",
+    "unit_price",
+    "amount",
+    "diagnosis_codes",
+    "referring_name",
+    "referring_npi",
+    "rendering_name",
+    "rendering_npi",
+    "place_of_service",
+    "status",
+    "reverses_charge",
+]
+CHUNK = 2000
+
+
+class ExportError(Exception):
+    """An export that cannot be made; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    export: ChargeExport
+    problems: tuple[str, ...]  # claims left out of an 837P, and why (they stay ready)
+
+
+def _rows(charges: QuerySet[Charge]) -> Iterator[list[Any]]:
+    for c in charges.select_related("patient", "payer", "order", "facility").iterator(
+        chunk_size=CHUNK
+    ):
+        yield [
+            c.pk,
+            c.service_date,
+            c.facility.code,
+            c.order.accession_number,
+            c.patient.mrn,
+            c.patient.display_name,
+            c.patient.birth_date,
+            c.payer.name if c.payer else "",
+            c.payer.payer_identifier if c.payer else "",
+            c.member_id,
+            c.procedure_code,
+            c.modifiers,
+            c.component,
+            c.units,
+            c.unit_price,
+            c.amount,
+            c.diagnosis_codes,
+            c.referring_name,
+            c.referring_npi,
+            c.rendering_name,
+            c.rendering_npi,
+            c.place_of_service,
+            c.status,
+            c.adjusts_id or "",
+        ]
+
+
+def _safe(value: Any) -> Any:
+    """No spreadsheet formulas from data (CSV injection): text starting =, +, -, @ gets
+    a quote. Numbers and dates stay as they are."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def write_csv(rows: Iterable[list[Any]], out: IO[bytes]) -> None:
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(["" if v is None else _safe(v) for v in row])
+    text.detach()
+
+
+def write_xlsx(rows: Iterable[list[Any]], path: Path) -> None:
+    """A write-only workbook: rows go to disk as they come (openpyxl's streaming mode)."""
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Charges")
+    sheet.append(COLUMNS)
+    for row in rows:
+        sheet.append([_xlsx_value(v) for v in row])
+    book.save(path)
+
+
+def _xlsx_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    return _safe(value)
+
+
+# ---- exporting ---------------------------------------------------------------------------
+
+
+def _claim_candidates(charges: QuerySet[Charge], payer: Payer) -> QuerySet[Charge]:
+    """What goes on claims to `payer`: its ready charges, not reversal lines (a void
+    claim needs the payer's claim number, which an 835 brings: done by hand for now)."""
+    return charges.filter(payer=payer, status=Charge.Status.READY, adjusts__isnull=True)
+
+
+@transaction.atomic
+def export_charges(
+    *,
+    user: User,
+    facility_id: int,
+    charges: QuerySet[Charge],
+    fmt: str,
+    filters: dict[str, Any],
+    mark: bool = True,
+    payer: Payer | None = None,
+) -> ExportResult:
+    """Export `charges` (already scoped to what the user may see) of one facility."""
+    charges = charges.filter(facility_id=facility_id)
+    problems: tuple[str, ...] = ()
+    text_837 = ""
+    if fmt == ChargeExport.Format.X12_837P:
+        if payer is None or payer.facility_id != facility_id:
+            raise ExportError("Choose the payer the claims go to.")
+        if not mark:
+            raise ExportError("Claims are exported to be billed: they are marked exported.")
+        charges = _claim_candidates(charges, payer)
+        text_837, included, problems = _claims(user, facility_id, payer, charges)
+        charges = Charge.objects.filter(pk__in=included)
+    elif mark:
+        charges = charges.filter(status=Charge.Status.READY)
+    export = ChargeExport.objects.create(
+        facility_id=facility_id,
+        format=fmt,
+        filters=filters,
+        payer=payer,
+        marks_exported=mark,
+        created_by=user,
+    )
+    if mark:
+        ids = list(charges.values_list("pk", flat=True))
+        Charge.objects.filter(pk__in=ids, status=Charge.Status.READY).update(
+            status=Charge.Status.EXPORTED, export=export, updated_at=timezone.now()
+        )
+        selected = Charge.objects.filter(export=export)
+    else:
+        selected = charges
+    selected = selected.order_by("service_date", "id")
+    row_count = selected.count()
+    if mark and row_count == 0:
+        raise ExportError("No charges ready to bill match: nothing was exported.")
+    total = selected.exclude(status=Charge.Status.VOID).aggregate(t=Sum("amount"))["t"] or 0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"export.{fmt}"
+        if fmt == ChargeExport.Format.CSV:
+            with path.open("wb") as out:
+                write_csv(_rows(selected), out)
+        elif fmt == ChargeExport.Format.XLSX:
+            write_xlsx(_rows(selected), path)
+        else:
+            path.write_bytes(text_837.encode("ascii"))
+        digest, size = _digest(path)
+        key = f"{facility_id}/{timezone.now():%Y/%m}/{export.pk}-{digest[:12]}.{fmt}"
+        with path.open("rb") as data:
+            key = storages["exports"].save(key, File(data))
+    export.row_count = row_count
+    export.total = total
+    export.sha256 = digest
+    export.size = size
+    export.storage_key = key
+    export.save(update_fields=["row_count", "total", "sha256", "size", "storage_key"])
+    audit.record(
+        action=audit.Action.EXPORT,
+        obj=export,
+        user=user,
+        door=audit.Door.PAGE,
+        facility=export.facility,
+        detail={
+            "format": fmt,
+            "rows": row_count,
+            "filters": filters,
+            "sha256": digest,
+            "marked": mark,
+            "left_out": len(problems),
+        },
+    )
+    return ExportResult(export=export, problems=problems)
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            sha.update(block)
+            size += len(block)
+    return sha.hexdigest(), size
+
+
+def open_export(export: ChargeExport) -> IO[bytes]:
+    return storages["exports"].open(export.storage_key, "rb")
+
+
+# ---- 837P ------------------------------------------------------------------------------------
+
+# Errors of the envelope, not of one claim (x12 names where each error is).
+BATCH_LEVEL = ("Submitter", "Billing provider", "Batch", "Payer", "Receiver")
+
+RELATIONSHIP = {
+    PatientInsurance.Relationship.SELF: "18",
+    PatientInsurance.Relationship.SPOUSE: "01",
+    PatientInsurance.Relationship.CHILD: "19",
+    PatientInsurance.Relationship.OTHER: "G8",
+}
+
+
+def _claims(
+    user: User, facility_id: int, payer: Payer, charges: QuerySet[Charge]
+) -> tuple[str, list[int], tuple[str, ...]]:
+    """The 837P text of the claims that can be made (one per exam), the charge ids on
+    them, and why the others were left out."""
+    profile = (
+        BillingProfile.objects.select_for_update()
+        .select_related("facility")
+        .filter(facility_id=facility_id)
+        .first()
+    )
+    if profile is None or not (profile.sender_id and profile.receiver_id):
+        raise ExportError(
+            "The facility's billing profile (tax id, address, clearinghouse ids) is not set: "
+            "an administrator fills it in the admin site."
+        )
+    facility = profile.facility
+    billing = x12.Provider(
+        last_name_or_org=facility.name,
+        npi=facility.npi,
+        tax_id=profile.tax_id,
+        is_organization=True,
+        taxonomy=profile.taxonomy,
+        address=x12.Address(
+            profile.address_line1,
+            profile.address_line2,
+            profile.city,
+            profile.state,
+            profile.postal_code,
+        ),
+    )
+    by_order: dict[int, list[Charge]] = {}
+    for charge in charges.select_related("patient", "order").order_by("order_id", "id"):
+        by_order.setdefault(charge.order_id, []).append(charge)
+    claims, included, problems = [], [], []
+    profile.interchange_counter += 1
+    profile.save(update_fields=["interchange_counter"])
+    now = timezone.now()
+
+    def batch(of: tuple[x12.Claim, ...]) -> x12.Batch:
+        return x12.Batch(
+            sender_id=profile.sender_id,
+            receiver_id=profile.receiver_id,
+            interchange_number=profile.interchange_counter,
+            group_number=profile.interchange_counter,
+            created_at=now,
+            submitter=x12.Provider(last_name_or_org=facility.name, is_organization=True),
+            submitter_contact=profile.contact_name or facility.name,
+            submitter_phone=profile.contact_phone,
+            receiver_name=profile.receiver_name or "CLEARINGHOUSE",
+            billing_provider=billing,
+            payer_name=payer.name,
+            payer_id=payer.payer_identifier,
+            claims=of,
+        )
+
+    for lines in by_order.values():
+        try:
+            claim = _claim(lines)
+            x12.claim_batch_837p(batch((claim,)))  # checked alone: one bad claim stays out
+        except x12.X12Error as error:
+            if str(error).startswith(BATCH_LEVEL):  # the profile's fault: no claim can go
+                raise ExportError(f"Billing profile or payer: {error}") from error
+            problems.append(f"{lines[0].order.accession_number}: {error}")
+            continue
+        claims.append(claim)
+        included.extend(charge.pk for charge in lines)
+    if not claims:
+        raise ExportError(
+            "No claim could be made: " + ("; ".join(problems[:5]) or "no ready charges.")
+        )
+    return x12.claim_batch_837p(batch(tuple(claims))), included, tuple(problems)
+
+
+def _claim(lines: list[Charge]) -> x12.Claim:
+    first = lines[0]
+    patient = first.patient
+    insurance = (
+        PatientInsurance.objects.filter(patient=patient, payer_id=first.payer_id)
+        .order_by("rank", "id")
+        .first()
+    )
+    person = x12.Person(
+        last_name=patient.family_name,
+        first_name=patient.given_name,
+        middle_name=patient.middle_name,
+        birth_date=patient.birth_date,
+        sex=patient.sex if patient.sex in ("M", "F") else "U",
+        address=x12.Address(
+            patient.address_street,
+            patient.address_other,
+            patient.address_city,
+            patient.address_state,
+            patient.address_postal_code,
+        ),
+    )
+    relationship = (
+        RELATIONSHIP.get(insurance.relationship_to_subscriber, "18") if insurance else "18"
+    )
+    subscriber, patient_loop = person, None
+    if relationship != "18" and insurance is not None:
+        last, _, given = insurance.subscriber_name.replace(",", "^").partition("^")
+        subscriber = x12.Person(
+            last_name=last.strip() or patient.family_name,
+            first_name=given.strip(),
+            middle_name="",
+            birth_date=None,
+            sex="U",
+            address=None,
+        )
+        patient_loop = person
+    codes = tuple(c.strip().upper() for c in first.diagnosis_codes.split(",") if c.strip())
+    pointers = tuple(range(1, min(len(codes), 4) + 1))
+
+    def provider(name: str, npi: str) -> x12.Provider | None:
+        if not npi:
+            return None
+        last, _, given = name.rpartition(" ")
+        return x12.Provider(
+            last_name_or_org=last or given, first_name=given if last else "", npi=npi
+        )
+
+    rendering = next(
+        (provider(c.rendering_name, c.rendering_npi) for c in lines if c.rendering_npi), None
+    )
+    return x12.Claim(
+        claim_id=first.order.accession_number,
+        subscriber=subscriber,
+        member_id=first.member_id,
+        group_number=insurance.group_number if insurance else "",
+        relationship=relationship,
+        patient=patient_loop,
+        place_of_service=first.place_of_service,
+        diagnosis_codes=codes,
+        lines=tuple(
+            x12.ServiceLine(
+                procedure_code=c.procedure_code,
+                modifiers=tuple(m for m in c.modifiers.split(",") if m),
+                charge=c.amount if c.amount is not None else Decimal("0"),
+                units=c.units,
+                service_date=c.service_date,
+                diagnosis_pointers=pointers,
+                line_id=str(c.pk),
+            )
+            for c in lines
+        ),
+        referring=provider(first.referring_name, first.referring_npi),
+        rendering=rendering,
+    )
