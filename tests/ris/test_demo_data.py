@@ -7,6 +7,8 @@ from pydicom.uid import ComputedRadiographyImageStorage, UltrasoundMultiFrameIma
 
 from accounts.models import Facility, User
 from accounts.roles import Role
+from billing import exports, selectors
+from billing.models import Charge, Payer
 from pacs.models import Instance, Study
 from ris.models import Appointment, Order, Patient, Report, ReportTemplate
 
@@ -21,6 +23,10 @@ def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(
         "images": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {"location": str(tmp_path / "images")},
+        },
+        "exports": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "exports")},
         },
     }
     credentials = tmp_path / "demo-credentials.txt"
@@ -55,6 +61,25 @@ def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(
         assert ReportTemplate.objects.filter(facility=facility).count() == 2
         (report,) = Report.objects.filter(facility=facility)
         assert report.status == Report.Status.FINAL and report.versions.count() == 1
+    # Billing: the exams done today have their technical charges, the read one its
+    # professional charge too, and ready charges of an insured patient make a valid 837P.
+    assert Charge.objects.filter(component=Charge.Component.TECHNICAL).count() == (
+        Order.objects.filter(status__in=["completed", "final"]).count()
+    )
+    assert Charge.objects.filter(component=Charge.Component.PROFESSIONAL).count() == 2
+    biller = User.objects.get(username="north-billing")
+    north = Facility.objects.get(code="NORTH")
+    ready_payers = Charge.objects.filter(facility=north, status="ready").values("payer")
+    payer = Payer.objects.filter(pk__in=ready_payers).first()
+    result = exports.export_charges(
+        user=biller,
+        facility_id=north.pk,
+        charges=selectors.charges(user=biller),
+        fmt="837p",
+        filters={},
+        payer=payer,
+    )
+    assert result.export.row_count > 0 and result.problems == ()
     # Passwords are printed and work.
     lines = [line.split() for line in out.getvalue().splitlines() if line.startswith("  ")]
     assert len(lines) == User.objects.count()

@@ -19,7 +19,8 @@ from django.utils import timezone
 from accounts.models import Facility, User
 from accounts.roles import Role
 from accounts.services import Signature, user_create
-from billing.models import FeeScheduleEntry, Payer
+from billing.models import BillingProfile, FeeScheduleEntry, Payer
+from billing.x12 import npi_is_valid
 from pacs.demo import load_demo_images
 from pacs.models import DicomNode
 from pacs.services import refresh_pending_studies
@@ -27,6 +28,12 @@ from ris import services
 from ris.hl7.models import Partner
 from ris.models import Order, Procedure, Room
 from ris.reporting import services as reporting
+
+
+def demo_npi(first_nine: int) -> str:
+    """A made-up NPI that passes the check digit (claims refuse any other)."""
+    return next(f"{first_nine}{d}" for d in range(10) if npi_is_valid(f"{first_nine}{d}"))
+
 
 DEMO_TEMPLATES = [
     (
@@ -229,7 +236,22 @@ class Command(BaseCommand):
 
         today = timezone.localdate()
         for index, (code, name, issuer) in enumerate(FACILITIES):
-            facility = Facility.objects.create(name=name, code=code, mrn_issuer=issuer)
+            facility = Facility.objects.create(
+                name=name, code=code, mrn_issuer=issuer, npi=demo_npi(199000000 + index)
+            )
+            BillingProfile.objects.create(
+                facility=facility,
+                tax_id=f"99123456{index}",
+                address_line1=f"{100 + index} Main Street",
+                city="Springfield",
+                state="IL",
+                postal_code="627010001",
+                contact_name="Billing office",
+                contact_phone="2175550100",
+                sender_id=f"{code}BILL",
+                receiver_id="DEMOCLEARING",
+                receiver_name="Demo clearinghouse",
+            )
             users = {}
             for role, suffix, first, last, title in ROLE_USERS:
                 username = f"{code.lower()}-{suffix}"
@@ -240,7 +262,7 @@ class Command(BaseCommand):
                     first_name=first,
                     last_name=f"{last} ({code.title()})",
                     title=title,
-                    npi=f"{1000000000 + index * 100 + len(users)}" if title == "MD" else "",
+                    npi=demo_npi(100000000 + index * 100 + len(users)) if title == "MD" else "",
                     roles=[(facility, role)],
                 )
                 credentials.append((username, secret, f"{Role(role).label} at {name}"))
@@ -386,7 +408,10 @@ class Command(BaseCommand):
                 given_name=given,
                 sex=sex,
                 birth_date=dt.date.fromisoformat(birth),
+                address_street=f"{number} Elm Street",
                 address_city="Springfield",
+                address_state="IL",
+                address_postal_code="62701",
                 mobile_phone=f"+1 555 01{number:02d}",
                 identifiers=identifiers,
                 insurance=insurance,
