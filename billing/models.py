@@ -131,6 +131,9 @@ class Charge(models.Model):
     export = models.ForeignKey(
         "ChargeExport", on_delete=models.PROTECT, null=True, blank=True, related_name="charges"
     )
+    posted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was posted to the HIS (HL7 DFT^P03)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts import audit
 from accounts.models import User
 from billing.models import Charge, FeeScheduleEntry, Payer
+from ris.hl7 import outbox
 from ris.models import Order, PatientInsurance, Report
 
 Component = Charge.Component
@@ -148,7 +149,18 @@ def _capture(
         actor="charge capture",
         detail={"component": component, "amount": str(price) if price is not None else None},
     )
+    _post(charge)
     return charge
+
+
+def _post(charge: Charge) -> None:
+    """Post a charge ready to bill to the HIS (DFT^P03) where a partner takes charges;
+    once: `posted_at` records it."""
+    if charge.status != Status.READY or charge.posted_at is not None:
+        return
+    if outbox.charge_post_enqueue(charge=charge):
+        charge.posted_at = timezone.now()
+        charge.save(update_fields=["posted_at", "updated_at"])
 
 
 def charges_on_exam_status(*, order: Order, status: str, door: str) -> list[Charge]:
@@ -235,6 +247,8 @@ def _reverse(charge: Charge, *, reason: str, door: str) -> Charge:
             actor="charge capture",
             detail={"reverses": charge.pk, "reason": reason},
         )
+        if charge.posted_at is not None:
+            _post(reversal)
     return reversal
 
 
@@ -273,11 +287,14 @@ def charge_review(*, charge: Charge, action: str, reason: str, user: User) -> Ch
     if action == "release" and locked.missing:
         raise BillingError(f"Not released: {', '.join(locked.missing)}.")
     _status_set(locked, target, reason=reason, user=user, door=audit.Door.PAGE)
+    _post(locked)
     return locked
 
 
 def _status_set(charge: Charge, status: str, *, reason: str, user: User | None, door: str) -> None:
     before = charge.status
+    if status == Status.VOID and charge.posted_at is not None:
+        outbox.charge_post_enqueue(charge=charge, credit=True)  # the HIS has it: take it back
     charge.status = status
     charge.status_reason = reason
     charge.save(update_fields=["status", "status_reason", "updated_at"])
@@ -323,4 +340,5 @@ def charge_reprice(*, charge: Charge, user: User) -> Charge:
         door=audit.Door.PAGE,
         detail={"repriced": str(locked.amount)},
     )
+    _post(locked)
     return locked

@@ -18,6 +18,7 @@ class PartnerAdmin(admin.ModelAdmin):
         "sends_results",
         "sends_order_status",
         "announces_orders",
+        "posts_charges",
         "is_active",
     )
     list_filter = ("facility", "is_active")

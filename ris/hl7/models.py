@@ -35,6 +35,10 @@ class Partner(models.Model):
     sends_order_status = models.BooleanField(
         default=True, help_text="ORM^O01 status updates: arrived, completed, cancelled."
     )
+    posts_charges = models.BooleanField(
+        default=False,
+        help_text="DFT^P03 for each charge ready to bill (where the HIS does the billing).",
+    )
     announces_orders = models.BooleanField(
         default=False,
         help_text="Orders made at our front desk go to it for a placer number (ORM SN).",

@@ -11,6 +11,9 @@
   "CA" when we cancel an exam; and "SN" (send number), an order made at our front desk
   announced with our accession as filler number and no placer number, which the placer
   answers "NA" (number assigned) with its ORC-2.
+- DFT^P03 (6.4.3): a charge posted to the HIS's patient accounting, for facilities
+  whose HIS bills: EVN, PID, PV1, one FT1 (FT1-6 "CG" charge, or "CD" credit for a
+  reversal; FT1-7/25 the procedure, FT1-26 its modifiers, FT1-19 the ICD-10 codes).
 
 Pure functions: no Django, no database; the outbox gathers the values from the models.
 `reply_read` reads the partner's answer (ACK or ORR^O02) to what we sent.
@@ -130,6 +133,31 @@ class ReportData:
     status_changed_at: dt.datetime
     interpreter: Person | None = None
     study_instance_uids: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ChargeData:
+    """One FT1: our charge id (FT1-2), dates, amounts, codes, who did and ordered it."""
+
+    charge_id: str
+    service_date: dt.date
+    posted_at: dt.datetime
+    credit: bool
+    procedure_code: str
+    procedure_name: str
+    modifiers: Sequence[str]
+    quantity: str
+    unit_amount: str
+    extended_amount: str
+    diagnosis_codes: Sequence[str]
+    accession_number: str
+    performed_by: Person | None = None
+    ordered_by: Person | None = None
+
+
+# FT1-6 transaction type (table 0017).
+CHARGE = "CG"
+CREDIT = "CD"
 
 
 # ---- ER7 -------------------------------------------------------------------------------
@@ -414,6 +442,37 @@ def orm_o01_number_request(envelope: Envelope, patient: PatientData, order: Orde
             _pv1(patient),
             _orc(order, SEND_NUMBER, envelope.at, placer=False),
             _obr(order, placer=False),
+        ]
+    )
+
+
+def dft_p03(envelope: Envelope, patient: PatientData, charge: ChargeData) -> str:
+    """DFT^P03^DFT_P03: post one charge (or its credit) to the HIS's patient account."""
+    code = charge.procedure_code
+    procedure = _components(code, charge.procedure_name, coding_system(code))
+    fields = [""] * 26
+    fields[0] = "1"
+    fields[1] = _text(charge.charge_id)  # FT1-2 transaction id
+    fields[3] = charge.service_date.strftime("%Y%m%d")  # FT1-4 transaction date
+    fields[4] = timestamp(charge.posted_at)  # FT1-5 posting date
+    fields[5] = CREDIT if charge.credit else CHARGE  # FT1-6
+    fields[6] = procedure  # FT1-7 transaction code
+    fields[9] = _text(charge.quantity)  # FT1-10
+    fields[10] = _components(charge.extended_amount)  # FT1-11 extended amount (CP)
+    fields[11] = _components(charge.unit_amount)  # FT1-12 unit amount
+    fields[18] = "~".join(_components(c, "", "I10") for c in charge.diagnosis_codes)  # FT1-19
+    fields[19] = _xcn(charge.performed_by)  # FT1-20
+    fields[20] = _xcn(charge.ordered_by)  # FT1-21
+    fields[22] = _components(charge.accession_number)  # FT1-23 filler order number
+    fields[24] = procedure  # FT1-25 procedure code
+    fields[25] = "~".join(_components(m, "", "CPT") for m in charge.modifiers)  # FT1-26
+    return _join(
+        [
+            _msh(envelope, "DFT^P03^DFT_P03"),
+            _segment("EVN", "P03", timestamp(charge.posted_at)),
+            _pid(patient),
+            _pv1(patient),
+            _segment("FT1", *fields),
         ]
     )
 

@@ -36,6 +36,8 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -109,6 +111,51 @@ def results_enqueue(*, report: Report, text: str | None = None) -> list[Outbound
             message_type="ORU^R01",
             reason=reason,
             build=lambda envelope: outbound.oru_r01(envelope, patient, order_data, report_data),
+        )
+        for partner in partners
+    ]
+
+
+def charge_post_enqueue(*, charge: Any, credit: bool = False) -> list[OutboundMessage]:
+    """DFT^P03 of a charge ready to bill, or a credit (a reversal line, or `credit`: a
+    posted charge voided), for each partner of the facility that does the billing.
+    `charge` is a billing Charge."""
+    partners = _partners(charge.facility_id, "posts_charges")
+    if not partners:
+        return []
+    order = _order(charge.order_id)
+    patient = _patient_data(order)
+    credit = (
+        credit or charge.adjusts_id is not None or (charge.amount is not None and charge.amount < 0)
+    )
+    data = outbound.ChargeData(
+        charge_id=str(charge.pk),
+        service_date=charge.service_date,
+        posted_at=timezone.now().astimezone(zone(order.facility.timezone)),
+        credit=credit,
+        procedure_code=charge.procedure_code,
+        procedure_name=order.procedure.name,
+        modifiers=[m for m in charge.modifiers.split(",") if m],
+        quantity=str(abs(Decimal(charge.units)).normalize()),
+        unit_amount=str(charge.unit_price) if charge.unit_price is not None else "",
+        extended_amount=str(abs(charge.amount)) if charge.amount is not None else "",
+        diagnosis_codes=[c.strip() for c in charge.diagnosis_codes.split(",") if c.strip()],
+        accession_number=order.accession_number,
+        performed_by=outbound.Person(
+            family=charge.rendering_name, identifier=charge.rendering_npi, authority="NPI"
+        )
+        if charge.rendering_npi
+        else None,
+        ordered_by=_person(order.referring_physician) if order.referring_physician else None,
+    )
+    reason = f"charge {charge.pk} {'credit' if credit else 'posted'}"
+    return [
+        _enqueue(
+            partner=partner,
+            order=order,
+            message_type="DFT^P03",
+            reason=reason,
+            build=lambda envelope: outbound.dft_p03(envelope, patient, data),
         )
         for partner in partners
     ]
