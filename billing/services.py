@@ -342,3 +342,67 @@ def charge_reprice(*, charge: Charge, user: User) -> Charge:
     )
     _post(locked)
     return locked
+
+
+# ---- the fee schedule ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def fee_set(
+    *,
+    facility_id: int,
+    payer: Payer | None,
+    procedure_code: str,
+    global_price: Decimal,
+    professional_price: Decimal,
+    technical_price: Decimal,
+    effective_from: dt.date,
+    user: User,
+) -> FeeScheduleEntry:
+    """New prices for a code from a date. The price in force then ends the day before,
+    so history is kept and every date has one price; a change dated before the current
+    price's start is refused (past prices are not rewritten)."""
+    code = procedure_code.strip().upper()
+    if not code or len(code) > 16:
+        raise BillingError("Give the procedure code (CPT/HCPCS), at most 16 characters.")
+    if payer is not None and payer.facility_id != facility_id:
+        raise BillingError("That payer belongs to another facility.")
+    if min(global_price, professional_price, technical_price) < 0:
+        raise BillingError("Prices are not negative.")
+    entries = FeeScheduleEntry.objects.select_for_update().filter(
+        facility_id=facility_id, payer=payer, procedure_code=code
+    )
+    if entries.filter(effective_from__gte=effective_from).exists():
+        raise BillingError(
+            f"{code} already has a price from {effective_from:%Y-%m-%d} or later: "
+            "a change takes effect after the latest one."
+        )
+    current = entries.filter(
+        Q(effective_to__isnull=True) | Q(effective_to__gte=effective_from)
+    ).first()
+    if current is not None:
+        current.effective_to = effective_from - dt.timedelta(days=1)
+        current.save(update_fields=["effective_to"])
+    entry = FeeScheduleEntry.objects.create(
+        facility_id=facility_id,
+        payer=payer,
+        procedure_code=code,
+        global_price=global_price,
+        professional_price=professional_price,
+        technical_price=technical_price,
+        effective_from=effective_from,
+    )
+    audit.record(
+        action=audit.Action.CREATE,
+        obj=entry,
+        user=user,
+        door=audit.Door.PAGE,
+        detail={
+            "code": code,
+            "payer": payer.pk if payer else None,
+            "prices": [str(global_price), str(professional_price), str(technical_price)],
+            "from": effective_from.isoformat(),
+            "ends": current.pk if current else None,
+        },
+    )
+    return entry

@@ -5,6 +5,7 @@ from billing import views
 app_name = "billing"
 urlpatterns = [
     path("fees/", views.fee_list, name="fee_list"),
+    path("fees/new/", views.fee_create, name="fee_create"),
     path("charges/", views.charge_list, name="charge_list"),
     path("charges/<int:pk>/", views.charge_action, name="charge_action"),
     path("exports/", views.export_list, name="export_list"),

@@ -29,7 +29,15 @@ def fee_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(selectors.fee_schedule(user=request.user, code=code), 100).get_page(
         request.GET.get("page")
     )
-    return render(request, "billing/fee_list.html", {"page": page, "code": code})
+    can_edit = bool(facility_ids_for(request.user, Capability.EDIT_BILLING))
+    form = (
+        FeeForm(
+            facilities=_export_facilities(request), payers=list(selectors.payers(user=request.user))
+        )
+        if can_edit
+        else None
+    )
+    return render(request, "billing/fee_list.html", {"page": page, "code": code, "fee_form": form})
 
 
 class ChargeFilterForm(forms.Form):
@@ -223,3 +231,59 @@ def export_download(request: HttpRequest, pk: int) -> HttpResponse:
     )
     name = f"charges-{export.pk}.{export.format if export.format != '837p' else 'x12'}"
     return FileResponse(exports.open_export(export), as_attachment=True, filename=name)
+
+
+# ---- the fee schedule --------------------------------------------------------------------------
+
+
+class FeeForm(forms.Form):
+    facility = forms.TypedChoiceField(coerce=int)
+    payer = forms.TypedChoiceField(
+        coerce=int, required=False, empty_value=None, label="Payer (empty: standard)"
+    )
+    procedure_code = forms.CharField(max_length=16)
+    global_price = forms.DecimalField(min_value=0, max_digits=10, decimal_places=2)
+    professional_price = forms.DecimalField(
+        min_value=0, max_digits=10, decimal_places=2, label="Professional (26)"
+    )
+    technical_price = forms.DecimalField(
+        min_value=0, max_digits=10, decimal_places=2, label="Technical (TC)"
+    )
+    effective_from = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(
+        self, *args: Any, facilities: list[Facility], payers: list[Any], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["facility"].choices = [(f.pk, f.name) for f in facilities]
+        self.fields["payer"].choices = [("", "Standard"), *[(p.pk, p.name) for p in payers]]
+
+
+@require_POST
+@capability_required(Capability.EDIT_BILLING)
+def fee_create(request: HttpRequest) -> HttpResponse:
+    payers = [p for p in selectors.payers(user=request.user)]
+    form = FeeForm(request.POST, facilities=_export_facilities(request), payers=payers)
+    if not form.is_valid():
+        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        messages.error(request, f"Not saved: {errors}")
+        return redirect("billing:fee_list")
+    data = form.cleaned_data
+    try:
+        entry = services.fee_set(
+            facility_id=data["facility"],
+            payer=next((p for p in payers if p.pk == data["payer"]), None),
+            procedure_code=data["procedure_code"],
+            global_price=data["global_price"],
+            professional_price=data["professional_price"],
+            technical_price=data["technical_price"],
+            effective_from=data["effective_from"],
+            user=request.user,
+        )
+    except services.BillingError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request, f"{entry.procedure_code}: new prices from {entry.effective_from:%Y-%m-%d}."
+        )
+    return redirect("billing:fee_list")
