@@ -20,6 +20,7 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Upload images", "pacs:upload", Capability.UPLOAD_IMAGES),
     ("Charges", "billing:charge_list", Capability.VIEW_BILLING),
     ("Fee schedule", "billing:fee_list", Capability.VIEW_BILLING),
+    ("Revenue", "billing:dashboard", Capability.VIEW_BILLING),
     ("Audit trail", "accounts:audit_log", Capability.VIEW_AUDIT),
     ("Rooms", "ris:room_list", Capability.MANAGE_FACILITY),
     ("Procedures", "ris:procedure_list", Capability.MANAGE_FACILITY),
