@@ -164,3 +164,20 @@ def test_a_referring_physician_shares_their_patients_report_from_its_page(
     link = made.context["link"]
     assert link.startswith("http://testserver/share/")
     assert Client().get(link.removeprefix("http://testserver")).status_code == 200
+
+
+def test_a_link_shows_the_pixels_and_the_reads_are_audited_as_the_link(shared, studies):
+    share, token = shared
+    visitor = Client()
+    visitor.get(reverse("share", args=[token]))
+    study = studies[0][1]
+
+    thumbnail = visitor.get(
+        reverse("dicomweb:study-thumbnail", args=[study.study_instance_uid]),
+        HTTP_ACCEPT="image/jpeg",
+    )
+
+    assert thumbnail.status_code == 200
+    assert thumbnail["Content-Type"] == "image/jpeg"
+    event = AuditEvent.objects.filter(object_type="study", door="dicomweb").last()
+    assert event.user is None and event.actor.startswith(f"share link {share.pk}")
