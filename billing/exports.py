@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -157,18 +159,19 @@ def export_charges(
     mark: bool = True,
     payer: Payer | None = None,
 ) -> ExportResult:
-    """Export `charges` (already scoped to what the user may see) of one facility."""
+    """Export `charges` (already scoped to what the user may see) of one facility.
+
+    A billing export first marks its charges exported (one UPDATE, which locks them: a
+    concurrent export waits, then finds them taken), then streams them to the file; an
+    837P claim that cannot be made is given back (ready again) before the commit."""
     charges = charges.filter(facility_id=facility_id)
-    problems: tuple[str, ...] = ()
-    text_837 = ""
     if fmt == ChargeExport.Format.X12_837P:
         if payer is None or payer.facility_id != facility_id:
             raise ExportError("Choose the payer the claims go to.")
         if not mark:
             raise ExportError("Claims are exported to be billed: they are marked exported.")
+        profile = _billing_profile(facility_id)
         charges = _claim_candidates(charges, payer)
-        text_837, included, problems = _claims(user, facility_id, payer, charges)
-        charges = Charge.objects.filter(pk__in=included)
     elif mark:
         charges = charges.filter(status=Charge.Status.READY)
     export = ChargeExport.objects.create(
@@ -180,31 +183,40 @@ def export_charges(
         created_by=user,
     )
     if mark:
-        ids = list(charges.values_list("pk", flat=True))
-        Charge.objects.filter(pk__in=ids, status=Charge.Status.READY).update(
-            status=Charge.Status.EXPORTED, export=export, updated_at=timezone.now()
-        )
+        Charge.objects.filter(
+            pk__in=charges.order_by().values("pk"), status=Charge.Status.READY
+        ).update(status=Charge.Status.EXPORTED, export=export, updated_at=timezone.now())
         selected = Charge.objects.filter(export=export)
     else:
         selected = charges
-    selected = selected.order_by("service_date", "id")
-    row_count = selected.count()
-    if mark and row_count == 0:
-        raise ExportError("No charges ready to bill match: nothing was exported.")
-    total = selected.exclude(status=Charge.Status.VOID).aggregate(t=Sum("amount"))["t"] or 0
+    problems: tuple[str, ...] = ()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"export.{fmt}"
         if fmt == ChargeExport.Format.CSV:
             with path.open("wb") as out:
-                write_csv(_rows(selected), out)
+                write_csv(_rows(selected.order_by("service_date", "id")), out)
         elif fmt == ChargeExport.Format.XLSX:
-            write_xlsx(_rows(selected), path)
+            write_xlsx(_rows(selected.order_by("service_date", "id")), path)
         else:
-            path.write_bytes(text_837.encode("ascii"))
+            with path.open("wb") as out:
+                left_out, problems = write_837p(profile, payer, selected, out)
+            if left_out:  # not billed after all: ready again, for the next export
+                for start in range(0, len(left_out), 5000):
+                    Charge.objects.filter(pk__in=left_out[start : start + 5000]).update(
+                        status=Charge.Status.READY, export=None
+                    )
+        row_count = selected.count()
+        if mark and row_count == 0:
+            raise ExportError(
+                "No claim could be made: " + "; ".join(problems[:5])
+                if problems
+                else "No charges ready to bill match: nothing was exported."
+            )
         digest, size = _digest(path)
         key = f"{facility_id}/{timezone.now():%Y/%m}/{export.pk}-{digest[:12]}.{fmt}"
         with path.open("rb") as data:
             key = storages["exports"].save(key, File(data))
+    total = selected.exclude(status=Charge.Status.VOID).aggregate(t=Sum("amount"))["t"] or 0
     export.row_count = row_count
     export.total = total
     export.sha256 = digest
@@ -256,11 +268,7 @@ RELATIONSHIP = {
 }
 
 
-def _claims(
-    user: User, facility_id: int, payer: Payer, charges: QuerySet[Charge]
-) -> tuple[str, list[int], tuple[str, ...]]:
-    """The 837P text of the claims that can be made (one per exam), the charge ids on
-    them, and why the others were left out."""
+def _billing_profile(facility_id: int) -> BillingProfile:
     profile = (
         BillingProfile.objects.select_for_update()
         .select_related("facility")
@@ -272,6 +280,16 @@ def _claims(
             "The facility's billing profile (tax id, address, clearinghouse ids) is not set: "
             "an administrator fills it in the admin site."
         )
+    return profile
+
+
+def write_837p(
+    profile: BillingProfile, payer: Payer, charges: QuerySet[Charge], out: IO[bytes]
+) -> tuple[list[int], tuple[str, ...]]:
+    """Claims (one per exam) of `charges` to `out`, in interchanges of at most
+    MAX_CLAIMS_PER_TRANSACTION claims each (one ISA per chunk, its own control number),
+    so memory holds one chunk, never the whole file. Returns the charge ids left out
+    (claims the standard cannot carry) and why."""
     facility = profile.facility
     billing = x12.Provider(
         last_name_or_org=facility.name,
@@ -287,20 +305,17 @@ def _claims(
             profile.postal_code,
         ),
     )
-    by_order: dict[int, list[Charge]] = {}
-    for charge in charges.select_related("patient", "order").order_by("order_id", "id"):
-        by_order.setdefault(charge.order_id, []).append(charge)
-    claims, included, problems = [], [], []
-    profile.interchange_counter += 1
-    profile.save(update_fields=["interchange_counter"])
     now = timezone.now()
+    coverage: dict[int, PatientInsurance] = {}
+    for insurance in PatientInsurance.objects.filter(payer=payer).order_by("-rank", "-id"):
+        coverage[insurance.patient_id] = insurance  # the lowest rank comes last and stays
 
-    def batch(of: tuple[x12.Claim, ...]) -> x12.Batch:
+    def batch(of: tuple[x12.Claim, ...], number: int) -> x12.Batch:
         return x12.Batch(
             sender_id=profile.sender_id,
             receiver_id=profile.receiver_id,
-            interchange_number=profile.interchange_counter,
-            group_number=profile.interchange_counter,
+            interchange_number=number,
+            group_number=number,
             created_at=now,
             submitter=x12.Provider(last_name_or_org=facility.name, is_organization=True),
             submitter_contact=profile.contact_name or facility.name,
@@ -312,32 +327,40 @@ def _claims(
             claims=of,
         )
 
-    for lines in by_order.values():
+    def flush(chunk: list[x12.Claim]) -> None:
+        profile.interchange_counter += 1
+        out.write(
+            x12.claim_batch_837p(batch(tuple(chunk), profile.interchange_counter)).encode("ascii")
+        )
+        chunk.clear()
+
+    left_out: list[int] = []
+    problems: list[str] = []
+    chunk: list[x12.Claim] = []
+    rows = charges.select_related("patient", "order").order_by("order_id", "id")
+    for _, group in groupby(rows.iterator(chunk_size=CHUNK), key=attrgetter("order_id")):
+        lines = list(group)
         try:
-            claim = _claim(lines)
-            x12.claim_batch_837p(batch((claim,)))  # checked alone: one bad claim stays out
+            claim = _claim(lines, coverage.get(lines[0].patient_id))
+            x12.claim_batch_837p(batch((claim,), 1))  # checked alone: a bad claim stays out
         except x12.X12Error as error:
             if str(error).startswith(BATCH_LEVEL):  # the profile's fault: no claim can go
                 raise ExportError(f"Billing profile or payer: {error}") from error
             problems.append(f"{lines[0].order.accession_number}: {error}")
+            left_out.extend(charge.pk for charge in lines)
             continue
-        claims.append(claim)
-        included.extend(charge.pk for charge in lines)
-    if not claims:
-        raise ExportError(
-            "No claim could be made: " + ("; ".join(problems[:5]) or "no ready charges.")
-        )
-    return x12.claim_batch_837p(batch(tuple(claims))), included, tuple(problems)
+        chunk.append(claim)
+        if len(chunk) >= x12.MAX_CLAIMS_PER_TRANSACTION:
+            flush(chunk)
+    if chunk:
+        flush(chunk)
+    profile.save(update_fields=["interchange_counter"])
+    return left_out, tuple(problems)
 
 
-def _claim(lines: list[Charge]) -> x12.Claim:
+def _claim(lines: list[Charge], insurance: PatientInsurance | None) -> x12.Claim:
     first = lines[0]
     patient = first.patient
-    insurance = (
-        PatientInsurance.objects.filter(patient=patient, payer_id=first.payer_id)
-        .order_by("rank", "id")
-        .first()
-    )
     person = x12.Person(
         last_name=patient.family_name,
         first_name=patient.given_name,

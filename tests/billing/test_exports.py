@@ -227,3 +227,36 @@ def test_exports_are_made_by_the_billing_office_from_the_review_page(
     far = client_for(member(facility_b, Role.BILLING, username="far"))
     assert admin.post(reverse("billing:export_create"), {"format": "csv"}).status_code == 403
     assert far.get(reverse("billing:export_download", args=[made.pk])).status_code == 404
+
+
+def test_a_large_837p_is_written_in_interchanges_of_bounded_size(
+    payer_charges, biller, facility_a, monkeypatch
+):
+    from billing import x12
+
+    facility_a.npi = "1234567893"
+    facility_a.save()
+    BillingProfile.objects.create(
+        facility=facility_a,
+        tax_id="123456789",
+        address_line1="1 Clinic Way",
+        city="Springfield",
+        state="IL",
+        postal_code="627011234",
+        sender_id="RADPACS",
+        receiver_id="CLEARHOUSE",
+        contact_phone="2175550100",
+    )
+    payer_charges.payer_identifier = "ACME1"
+    payer_charges.save()
+    monkeypatch.setattr(x12, "MAX_CLAIMS_PER_TRANSACTION", 2)
+
+    result = export(biller, facility_a, fmt="837p", payer=payer_charges)
+
+    text = read(result.export).decode("ascii")
+    interchanges = ["ISA" + part for part in text.split("ISA")[1:]]
+    assert len(interchanges) == 2
+    numbers = [validate(part)[0][13] for part in interchanges]
+    assert numbers == ["000000001", "000000002"]
+    assert sum(part.count("CLM*") for part in interchanges) == 3
+    assert BillingProfile.objects.get().interchange_counter == 2
