@@ -108,6 +108,8 @@ def test_a_csv_export_bills_the_ready_charges_once(payer_charges, biller, facili
         export(biller, facility_a)
     event = AuditEvent.objects.get(object_type="chargeexport", action="export")
     assert event.detail["rows"] == 3 and event.detail["sha256"] == made.sha256
+    exported_patients = set(Charge.objects.filter(export=made).values_list("patient_id", flat=True))
+    assert set(event.patients.values_list("patient_id", flat=True)) == exported_patients
 
 
 def test_a_report_export_marks_nothing(payer_charges, biller, facility_a):
