@@ -76,6 +76,28 @@ def payer_charges(facility_a):
     return payer
 
 
+@pytest.fixture
+def claims_set_up(facility_a, payer_charges) -> BillingProfile:
+    """What an 837P needs beyond the charges: the facility's NPI and billing profile, the
+    payer's id."""
+    facility_a.npi = "1234567893"
+    facility_a.save()
+    payer_charges.payer_identifier = "ACME1"
+    payer_charges.save()
+    return BillingProfile.objects.create(
+        facility=facility_a,
+        tax_id="123456789",
+        address_line1="1 Clinic Way",
+        city="Springfield",
+        state="IL",
+        postal_code="627011234",
+        sender_id="RADPACS",
+        receiver_id="CLEARHOUSE",
+        receiver_name="Clearing House",
+        contact_phone="2175550100",
+    )
+
+
 def export(biller, facility_a, fmt="csv", **kwargs):
     return exports.export_charges(
         user=biller,
@@ -143,24 +165,7 @@ def test_a_past_export_downloads_byte_for_byte(payer_charges, biller, facility_a
     assert "charges-" in response["Content-Disposition"]
 
 
-def test_claims_go_out_as_an_837p_batch_per_payer(payer_charges, biller, facility_a):
-    facility_a.npi = "1234567893"
-    facility_a.save()
-    BillingProfile.objects.create(
-        facility=facility_a,
-        tax_id="123456789",
-        address_line1="1 Clinic Way",
-        city="Springfield",
-        state="IL",
-        postal_code="627011234",
-        sender_id="RADPACS",
-        receiver_id="CLEARHOUSE",
-        receiver_name="Clearing House",
-        contact_phone="2175550100",
-    )
-    payer_charges.payer_identifier = "ACME1"
-    payer_charges.save()
-
+def test_claims_go_out_as_an_837p_batch_per_payer(payer_charges, biller, facility_a, claims_set_up):
     result = export(biller, facility_a, fmt="837p", payer=payer_charges)
 
     text = read(result.export).decode("ascii")
@@ -183,22 +188,9 @@ def test_an_837p_needs_the_billing_profile_and_a_payer(payer_charges, biller, fa
     assert not Charge.objects.filter(status=Status.EXPORTED).exists()
 
 
-def test_a_claim_that_cannot_be_made_stays_ready_and_is_named(payer_charges, biller, facility_a):
-    facility_a.npi = "1234567893"
-    facility_a.save()
-    BillingProfile.objects.create(
-        facility=facility_a,
-        tax_id="123456789",
-        address_line1="1 Clinic Way",
-        city="Springfield",
-        state="IL",
-        postal_code="627011234",
-        sender_id="RADPACS",
-        receiver_id="CLEARHOUSE",
-        contact_phone="2175550100",
-    )
-    payer_charges.payer_identifier = "ACME1"
-    payer_charges.save()
+def test_a_claim_that_cannot_be_made_stays_ready_and_is_named(
+    payer_charges, biller, facility_a, claims_set_up
+):
     broken = Charge.objects.filter(status=Status.READY).order_by("id").first()
     broken.patient.birth_date = None
     broken.patient.save()
@@ -232,25 +224,10 @@ def test_exports_are_made_by_the_billing_office_from_the_review_page(
 
 
 def test_a_large_837p_is_written_in_interchanges_of_bounded_size(
-    payer_charges, biller, facility_a, monkeypatch
+    payer_charges, biller, facility_a, monkeypatch, claims_set_up
 ):
     from billing import x12
 
-    facility_a.npi = "1234567893"
-    facility_a.save()
-    BillingProfile.objects.create(
-        facility=facility_a,
-        tax_id="123456789",
-        address_line1="1 Clinic Way",
-        city="Springfield",
-        state="IL",
-        postal_code="627011234",
-        sender_id="RADPACS",
-        receiver_id="CLEARHOUSE",
-        contact_phone="2175550100",
-    )
-    payer_charges.payer_identifier = "ACME1"
-    payer_charges.save()
     monkeypatch.setattr(x12, "MAX_CLAIMS_PER_TRANSACTION", 2)
 
     result = export(biller, facility_a, fmt="837p", payer=payer_charges)
