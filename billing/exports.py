@@ -14,6 +14,7 @@ import hashlib
 import io
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import groupby
@@ -105,14 +106,15 @@ _ROW_FIELDS = (
 
 
 def _rows(charges: QuerySet[Charge]) -> Iterator[list[Any]]:
-    for row in charges.values_list(*_ROW_FIELDS).iterator(chunk_size=CHUNK):
-        (pk, served, facility, accession, mrn, family, given, middle, born, *rest) = row
-        given_names = " ".join(part for part in (given, middle) if part)
-        name = f"{family}, {given_names}" if given_names else family  # Patient.display_name
-        *values, adjusts = rest
-        values[0] = values[0] or ""  # payer name: self-pay
-        values[1] = values[1] or ""
-        yield [pk, served, facility, accession, mrn, name, born, *values, adjusts or ""]
+    with closing(charges.values_list(*_ROW_FIELDS).iterator(chunk_size=CHUNK)) as stream:
+        for row in stream:
+            (pk, served, facility, accession, mrn, family, given, middle, born, *rest) = row
+            given_names = " ".join(part for part in (given, middle) if part)
+            name = f"{family}, {given_names}" if given_names else family  # display_name
+            *values, adjusts = rest
+            values[0] = values[0] or ""  # payer name: self-pay
+            values[1] = values[1] or ""
+            yield [pk, served, facility, accession, mrn, name, born, *values, adjusts or ""]
 
 
 def _safe(value: Any) -> Any:
@@ -351,20 +353,23 @@ def write_837p(
     problems: list[str] = []
     chunk: list[x12.Claim] = []
     rows = charges.select_related("patient", "order").order_by("order_id", "id")
-    for _, group in groupby(rows.iterator(chunk_size=CHUNK), key=attrgetter("order_id")):
-        lines = list(group)
-        try:
-            claim = _claim(lines, coverage.get(lines[0].patient_id))
-            x12.claim_batch_837p(batch((claim,), 1))  # checked alone: a bad claim stays out
-        except x12.X12Error as error:
-            if str(error).startswith(BATCH_LEVEL):  # the profile's fault: no claim can go
-                raise ExportError(f"Billing profile or payer: {error}") from error
-            problems.append(f"{lines[0].order.accession_number}: {error}")
-            left_out.extend(charge.pk for charge in lines)
-            continue
-        chunk.append(claim)
-        if len(chunk) >= x12.MAX_CLAIMS_PER_TRANSACTION:
-            flush(chunk)
+    # Closed before an error leaves: on PostgreSQL the iterator is a server-side cursor,
+    # which must be closed while the transaction (savepoint) that declared it still is.
+    with closing(rows.iterator(chunk_size=CHUNK)) as stream:
+        for _, group in groupby(stream, key=attrgetter("order_id")):
+            lines = list(group)
+            try:
+                claim = _claim(lines, coverage.get(lines[0].patient_id))
+                x12.claim_batch_837p(batch((claim,), 1))  # alone: a bad claim stays out
+            except x12.X12Error as error:
+                if str(error).startswith(BATCH_LEVEL):  # the profile's fault: none can go
+                    raise ExportError(f"Billing profile or payer: {error}") from error
+                problems.append(f"{lines[0].order.accession_number}: {error}")
+                left_out.extend(charge.pk for charge in lines)
+                continue
+            chunk.append(claim)
+            if len(chunk) >= x12.MAX_CLAIMS_PER_TRANSACTION:
+                flush(chunk)
     if chunk:
         flush(chunk)
     profile.save(update_fields=["interchange_counter"])
