@@ -92,3 +92,11 @@ def test_demo_data_loads_once_with_every_role_and_a_busy_first_day(
     assert "already loaded" in again.getvalue()
     assert password in again.getvalue()
     assert Facility.objects.count() == 2
+
+
+def test_demo_password_draws_again_when_it_resembles_the_users_name(monkeypatch):
+    from ris.management.commands import load_demo
+
+    drawn = iter(["Operator", "x7Qk2mZp9Lw4Rt8N"])
+    monkeypatch.setattr(load_demo.secrets, "token_urlsafe", lambda nbytes: next(drawn))
+    assert load_demo.demo_password(username="admin", last_name="Operator") == "x7Qk2mZp9Lw4Rt8N"
