@@ -334,6 +334,8 @@ DICOM_FIND_LIMIT = env_int("DICOM_FIND_LIMIT", 5000)
 DICOM_REUSE_PORT = env_bool("DICOM_REUSE_PORT", True)
 # A stored SOP Instance UID re-sent with different bytes: reject | keep_first | overwrite.
 DICOM_DUPLICATE_POLICY = env("DICOM_DUPLICATE_POLICY", "reject")
+# Associations that only store (and echo) skip pynetdicom's data phase (pacs/dimse/storage_scp.py).
+DICOM_FAST_STORE = env_bool("DICOM_FAST_STORE", True)
 HL7_HOST = env("HL7_HOST", "127.0.0.1")
 HL7_PORT = env_int("HL7_PORT", 2575)
 # Messages from senders that are not a registered HL7 partner go to this facility (a

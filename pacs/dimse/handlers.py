@@ -111,20 +111,36 @@ def handle_echo(event: events.Event) -> int:
 
 
 def handle_store(event: events.Event) -> int | Dataset:
-    peer = peer_of(event)
+    return store(
+        peer_of(event),
+        event.encoded_dataset(),
+        str(event.request.AffectedSOPInstanceUID or ""),
+        event.assoc.requestor.address,
+        session_of(event),
+    )
+
+
+def store(
+    peer: peers.Peer | None,
+    data: bytes,
+    affected_sop_instance_uid: str,
+    remote_addr: str,
+    session: services.IngestSession,
+) -> int | Dataset:
+    """One C-STORE, whichever path received it (pynetdicom's or `storage_scp`)."""
     if peer is None or not peer.may_store:
         return failure(NOT_AUTHORIZED, "calling AE title may not store here")
     usable_connection()
     try:
         services.ingest(
-            event.encoded_dataset(),
+            data,
             facility=peer.facility,
             door=audit.Door.DIMSE,
             actor=peer.ae_title,
-            remote_addr=event.assoc.requestor.address,
-            expected_sop_instance_uid=str(event.request.AffectedSOPInstanceUID or ""),
+            remote_addr=remote_addr,
+            expected_sop_instance_uid=affected_sop_instance_uid,
             schedule_refresh=False,
-            session=session_of(event),
+            session=session,
         )
     except services.IngestError as error:
         logger.warning("C-STORE from %s refused: %s", peer.ae_title, error.reason)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Any
 
 from django.conf import settings
+from django.db import connections
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -30,7 +32,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pacs.dimse import handlers, mpps, peers
+from pacs.dimse import handlers, mpps, peers, storage_scp
 
 # pynetdicom picks, for each proposed context, the first of *our* syntaxes the peer
 # proposed. A peer proposing a compressed syntax has the data compressed: take it as is.
@@ -47,7 +49,12 @@ STORE_TRANSFER_SYNTAXES = [
 
 
 class ArchiveAE(AE):
-    """An AE whose calling-AE allow-list is read from the database per association."""
+    """An AE whose calling-AE allow-list is read from the database per association,
+    and whose active associations include those `storage_scp` serves."""
+
+    @property
+    def active_associations(self) -> list[Any]:  # type: ignore[override]
+        return [*super().active_associations, *storage_scp.active_associations()]
 
     @property
     def require_calling_aet(self) -> list[str]:  # type: ignore[override]
@@ -61,11 +68,28 @@ class ArchiveAE(AE):
         """The allow-list lives in the database (DicomNode, Room); nothing to set."""
 
 
+STORAGE_CLASSES = frozenset(context.abstract_syntax for context in AllStoragePresentationContexts)
+
+
 class ReusePortServer(ThreadedAssociationServer):
     def server_bind(self) -> None:
         if settings.DICOM_REUSE_PORT and hasattr(socket, "SO_REUSEPORT"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """A plain storage association is served by `storage_scp`; any other is
+        pynetdicom's, which reads the request from the first byte."""
+        if settings.DICOM_FAST_STORE and isinstance(request, socket.socket):
+            peeked = storage_scp.peek_request(request, self.ae.acse_timeout)
+            answer = peeked and storage_scp.plan(self.ae, peeked, STORAGE_CLASSES)
+            if answer:
+                storage_scp.serve(request, client_address, self.ae, answer)
+                return
+            # The calling-AE check may have opened a connection in this thread, which
+            # pynetdicom's association thread does not close at its end.
+            connections.close_all()
+        super().finish_request(request, client_address)
 
 
 EVENT_HANDLERS = [

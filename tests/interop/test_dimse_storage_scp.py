@@ -1,0 +1,238 @@
+"""Storage associations served by `storage_scp` instead of pynetdicom's data phase."""
+
+import socket
+import struct
+from io import BytesIO
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
+from pynetdicom import AE
+from pynetdicom.dsutils import create_file_meta, decode, encode, encode_file_meta
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    MRImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from pacs import storage
+from pacs.dimse import storage_scp
+from pacs.models import Instance
+from tests.interop.conftest import scu, write_series
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+def served(monkeypatch) -> list[str]:
+    """The calling AE titles of the associations `storage_scp` served."""
+    calls: list[str] = []
+    serve = storage_scp.serve
+
+    def spy(sock, address, ae, plan):
+        calls.append(plan.calling_ae_title)
+        return serve(sock, address, ae, plan)
+
+    monkeypatch.setattr(storage_scp, "serve", spy)
+    return calls
+
+
+def test_storescu_is_served_without_pynetdicoms_data_phase(listener, tmp_path, served):
+    write_series(tmp_path / "series", 5)
+    result = scu("storescu", listener, "STORESCU", "+sd", files=(str(tmp_path / "series"),))
+    assert result.returncode == 0, result.stderr
+    assert served == ["STORESCU"]
+    assert Instance.objects.count() == 5
+
+
+@pytest.mark.parametrize("sop_instance_uid", ["1.2.3.4", "1.2.3.45"])
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, JPEG2000Lossless])
+def test_the_file_meta_is_byte_for_byte_what_pynetdicom_writes(sop_instance_uid, transfer_syntax):
+    meta = create_file_meta(
+        sop_class_uid=CTImageStorage,
+        sop_instance_uid=sop_instance_uid,
+        transfer_syntax=transfer_syntax,
+    )
+    theirs = b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
+    ours = storage_scp.part10_prefix(CTImageStorage, sop_instance_uid, transfer_syntax)
+    assert ours == theirs
+
+
+def _store(listener, path: str, *contexts) -> int:
+    ae = AE(ae_title="STORESCU")
+    for context in contexts or [(CTImageStorage,)]:
+        ae.add_requested_context(*context)
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title=listener.ae_title)
+    assert assoc.is_established
+    try:
+        return assoc.send_c_store(dcmread(path)).Status
+    finally:
+        assoc.release()
+
+
+def test_a_resend_through_the_other_path_is_the_same_file(listener, settings, served):
+    path = get_testdata_file("CT_small.dcm")
+    settings.DICOM_FAST_STORE = False
+    assert _store(listener, path) == 0x0000
+    assert served == []
+    first = Instance.objects.get()
+    settings.DICOM_FAST_STORE = True
+    # Different bytes would be refused as a duplicate (0x0111); the same are a success.
+    assert _store(listener, path) == 0x0000
+    assert served == ["STORESCU"]
+    again = Instance.objects.get()
+    assert (again.pk, again.sha256) == (first.pk, first.sha256)
+    assert storage.read(again.storage_key)[128:132] == b"DICM"
+
+
+def test_an_association_that_also_queries_is_left_to_pynetdicom(listener, served):
+    path = get_testdata_file("CT_small.dcm")
+    find = StudyRootQueryRetrieveInformationModelFind
+    assert _store(listener, path, (CTImageStorage,), (find,)) == 0x0000
+    assert served == []
+    assert Instance.objects.count() == 1
+
+
+def test_a_small_peer_pdu_gets_its_response_in_fragments(listener, served):
+    ae = AE(ae_title="STORESCU")
+    ae.maximum_pdu_size = 64  # a C-STORE response is about 200 bytes
+    ae.add_requested_context(CTImageStorage, ImplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title=listener.ae_title)
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        dataset = dcmread(get_testdata_file("CT_small.dcm"))
+        assert assoc.send_c_store(dataset).Status == 0x0000
+    finally:
+        assoc.release()
+    assert served == ["STORESCU"]
+    assert Instance.objects.get().transfer_syntax_uid == ImplicitVRLittleEndian
+
+
+def _associate_raw(listener, context_id: int = 1) -> socket.socket:
+    """An association opened by hand, for bytes no well-behaved client sends."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "STORESCU"
+    primitive.called_ae_title = listener.ae_title
+    context = build_context(CTImageStorage, [ImplicitVRLittleEndian])
+    context.context_id = context_id
+    primitive.presentation_context_definition_list = [context]
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 16384
+    primitive.user_information = [max_length]
+    request = A_ASSOCIATE_RQ()
+    request.from_primitive(primitive)
+    sock = socket.create_connection(("127.0.0.1", listener.port), timeout=10)
+    sock.sendall(request.encode())
+    header = _recv_exact(sock, 6)
+    assert header[0] == 0x02, header  # A-ASSOCIATE-AC
+    _recv_exact(sock, struct.unpack(">L", header[2:6])[0])
+    return sock
+
+
+def _recv_exact(sock: socket.socket, length: int) -> bytes:
+    data = b""
+    while len(data) < length:
+        chunk = sock.recv(length - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    "pdv",
+    [
+        struct.pack(">LBB", 6, 99, 0x03) + b"\x00" * 4,  # an unknown presentation context
+        struct.pack(">LBB", 6, 1, 0x00) + b"\x00" * 4,  # a data set before any command
+        struct.pack(">LBB", 10, 1, 0x03) + struct.pack("<HHL", 0x0008, 0x0016, 99),  # bad command
+        struct.pack(">LBB", 900, 1, 0x03) + b"\x00" * 4,  # longer than its PDU
+    ],
+    ids=["unknown-context", "data-before-command", "bad-command", "overlong-item"],
+)
+def test_broken_pdus_are_aborted_and_the_listener_carries_on(listener, served, pdv):
+    sock = _associate_raw(listener)
+    try:
+        sock.sendall(struct.pack(">BBL", 0x04, 0, len(pdv)) + pdv)
+        answer = _recv_exact(sock, 10)
+        assert answer[:1] == b"\x07", answer  # A-ABORT, source: service provider
+        assert answer[8] == 0x02
+        assert _recv_exact(sock, 1) == b""  # and the connection is closed
+    finally:
+        sock.close()
+    assert served == ["STORESCU"]
+    assert scu("echoscu", listener, "ECHOSCU").returncode == 0
+    assert not Instance.objects.exists()
+
+
+def test_a_release_is_answered(listener, served):
+    sock = _associate_raw(listener)
+    try:
+        sock.sendall(bytes([0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
+        assert _recv_exact(sock, 10)[:1] == b"\x06"  # A-RELEASE-RP
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def one_association(settings):
+    settings.DICOM_MAX_ASSOCIATIONS = 1
+
+
+def test_fast_associations_count_towards_the_limit(one_association, listener, served):
+    sock = _associate_raw(listener)
+    try:
+        ae = AE(ae_title="STORESCU")
+        ae.add_requested_context(CTImageStorage)
+        second = ae.associate("127.0.0.1", listener.port, ae_title=listener.ae_title)
+        assert second.is_rejected
+    finally:
+        sock.close()
+    assert served == ["STORESCU"]
+
+
+def _command(**elements) -> bytes:
+    command = Dataset()
+    for keyword, value in elements.items():
+        setattr(command, keyword, value)
+    command.CommandGroupLength = 0
+    command.CommandGroupLength = len(encode(command, True, True)) - 12
+    return encode(command, True, True)
+
+
+def _pdu(context_id: int, control: int, value: bytes) -> bytes:
+    item = struct.pack(">LBB", len(value) + 2, context_id, control) + value
+    return struct.pack(">BBL", 0x04, 0, len(item)) + item
+
+
+def test_a_store_on_a_context_of_another_sop_class_is_refused(listener, served):
+    sock = _associate_raw(listener)  # context 1: CT Image Storage
+    try:
+        command = _command(
+            AffectedSOPClassUID=MRImageStorage,
+            CommandField=0x0001,
+            MessageID=7,
+            Priority=0,
+            CommandDataSetType=0x0000,
+            AffectedSOPInstanceUID="1.2.3.4",
+        )
+        sock.sendall(_pdu(1, 0x03, command) + _pdu(1, 0x02, b"\x08\x00\x16\x00\x00\x00\x00\x00"))
+        header = _recv_exact(sock, 6)
+        assert header[0] == 0x04
+        body = _recv_exact(sock, struct.unpack(">L", header[2:6])[0])
+        response = decode(BytesIO(body[6:]), True, True)
+        assert (response.CommandField, response.MessageIDBeingRespondedTo) == (0x8001, 7)
+        assert response.Status == 0x0122
+        assert response.AffectedSOPInstanceUID == "1.2.3.4"
+    finally:
+        sock.close()
+    assert served == ["STORESCU"]
+    assert not Instance.objects.exists()
