@@ -23,7 +23,7 @@ from django.utils import timezone
 from accounts import audit
 from accounts.models import Facility, User
 from pacs import storage
-from pacs.dicom.parse import DicomParseError, Header, instance_json, read_header
+from pacs.dicom.parse import DicomParseError, Header, instance_json, read_instance
 from pacs.dicom.render import RenderError, render
 from pacs.models import Instance, Series, Study
 from ris import selectors as ris_selectors
@@ -112,8 +112,7 @@ def ingest(
     # The file is hashed, written and fsynced in a writer thread while this one parses.
     pending = storage.PendingPut(data)
     try:
-        header = read_header(data)
-        metadata = instance_json(header)
+        header, metadata = read_instance(data)
         if expected_sop_instance_uid and expected_sop_instance_uid != header.sop_instance_uid:
             raise IngestError(
                 "dataset SOP Instance UID differs from the request's", STATUS_DATASET_MISMATCH

@@ -7,17 +7,20 @@ the bytes after the header are complete (a truncated file is refused, not stored
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from pacs.dicom import rawheader
 
 PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 # Bulk data (pixel data, waveforms, large binary values) is not put in the metadata;
@@ -34,13 +37,23 @@ class DicomParseError(ValueError):
 
 @dataclass(frozen=True)
 class Header:
-    dataset: Dataset
     transfer_syntax_uid: str
     sop_class_uid: str
     sop_instance_uid: str
     study_instance_uid: str
     series_instance_uid: str
     pixel_data_vr: str | None = None
+    parsed: Dataset | None = field(default=None, repr=False)
+    # Read by `rawheader` without a Dataset: the file, parsed only if asked, and the
+    # integers every instance needs.
+    data: bytes | None = field(default=None, repr=False)
+    integers: dict[str, int | None] = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        if self.parsed is not None:
+            return self.parsed
+        return pydicom.dcmread(io.BytesIO(self.data or b""), stop_before_pixels=True)
 
     def text(self, keyword: str, limit: int = 64) -> str:
         """A string attribute as stored in the index ('' when absent), cut to the column size."""
@@ -52,6 +65,8 @@ class Header:
         return str(value).strip()[:limit]
 
     def integer(self, keyword: str) -> int | None:
+        if keyword in self.integers:
+            return self.integers[keyword]
         value = self.dataset.get(keyword)
         try:
             return int(value) if value not in (None, "") else None
@@ -108,7 +123,7 @@ def read_header(data: bytes) -> Header:
     elif "PixelData" in dataset or header_end < len(data):
         pixel_vr = "OB" if dataset.get("BitsAllocated", 16) <= 8 else "OW"
     return Header(
-        dataset=dataset,
+        parsed=dataset,
         transfer_syntax_uid=transfer_syntax,
         sop_class_uid=identity["SOPClassUID"],
         sop_instance_uid=identity["SOPInstanceUID"],
@@ -118,7 +133,9 @@ def read_header(data: bytes) -> Header:
     )
 
 
-def _pixel_data_vr(data: bytes, offset: int, transfer_syntax: str, dataset: Dataset) -> str | None:
+def _pixel_data_vr(
+    data: bytes, offset: int, transfer_syntax: str, dataset: Dataset | None
+) -> str | None:
     """VR of the Pixel Data element the header parse stopped at, if it is there."""
     if offset + 8 > len(data):
         return None
@@ -126,7 +143,7 @@ def _pixel_data_vr(data: bytes, offset: int, transfer_syntax: str, dataset: Data
     group, element = struct.unpack_from(f"{endian}HH", data, offset)
     if (group << 16 | element) not in PIXEL_DATA_TAGS:
         return None
-    if transfer_syntax == ImplicitVRLittleEndian:
+    if transfer_syntax == ImplicitVRLittleEndian and dataset is not None:
         return "OB" if dataset.get("BitsAllocated", 16) <= 8 else "OW"
     return data[offset + 4 : offset + 6].decode("ascii", "replace")
 
@@ -217,6 +234,44 @@ def _skip_undefined_length(data: bytes, position: int, endian: str) -> int:
             raise DicomParseError("truncated: an encapsulated fragment runs past end of file")
         position += length
     raise DicomParseError("truncated: no sequence delimiter at end of encapsulated data")
+
+
+def _bulk_base(study: str, series: str, instance: str) -> str:
+    return f"{BULK_DATA_URI_PREFIX}/studies/{study}/series/{series}/instances/{instance}"
+
+
+def read_instance(data: bytes) -> tuple[Header, str]:
+    """`read_header` and `instance_json` in one: through `rawheader` (elements the
+    series already had are not converted again) when it can read the file, else
+    through pydicom. Same checks, same results, same errors."""
+    fast = rawheader.read(data, _bulk_base)
+    if fast is None:
+        header = read_header(data)
+        return header, instance_json(header)
+    identity, syntax = fast["identity"], fast["transfer_syntax_uid"]
+    if not (_valid_uid(syntax) and all(_valid_uid(uid) for uid in identity.values())):
+        header = read_header(data)  # refuses it, saying which
+        return header, instance_json(header)
+    check_tail_complete(data, fast["header_end"], syntax)
+    pixel_vr = _pixel_data_vr(data, fast["header_end"], syntax, None)
+    header = Header(
+        transfer_syntax_uid=syntax,
+        pixel_data_vr=pixel_vr,
+        data=data,
+        integers=fast["integers"],
+        **identity,
+    )
+    fragments = fast["fragments"]
+    if pixel_vr:
+        base = _bulk_base(
+            *(
+                identity[key]
+                for key in ("study_instance_uid", "series_instance_uid", "sop_instance_uid")
+            )
+        )
+        pixel = {"vr": pixel_vr, "BulkDataURI": f"{base}/bulkdata/7FE00010"}
+        fragments = [*fragments, f'"7FE00010":{json.dumps(pixel, separators=(",", ":"))}']
+    return header, "{" + ",".join(fragments) + "}"
 
 
 def instance_json(header: Header) -> str:
