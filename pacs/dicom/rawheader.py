@@ -228,7 +228,7 @@ def _read(data: bytes, bulk_uri_base: Callable[[str, str, str], str]) -> dict[st
     )
     character_set = b""
     fragments: list[str] = []
-    integers: dict[str, int | None] = {}
+    integers: dict[str, int | None] = dict.fromkeys(INTEGER_TAGS.values())  # absent: None
     for tag, vr, start, end in elements:
         value = data[start:end]
         if tag == SPECIFIC_CHARACTER_SET:
