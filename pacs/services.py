@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
@@ -249,8 +250,11 @@ def _insert_instance(
     insert, flag, insert_and_flag = _instance_sql(tuple(columns))
     values = list(columns.values())
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(insert_and_flag, [*values, True, study_id])
+        # A server-side prepared statement: parsed and planned once per connection
+        # (an association's), its values sent as parameters, not quoted into the text.
+        connection.ensure_connection()
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(insert_and_flag, [*values, True, study_id], prepare=True)
             row = cursor.fetchone()
         return (row[0], bool(row[1])) if row else None
     with transaction.atomic(), connection.cursor() as cursor:

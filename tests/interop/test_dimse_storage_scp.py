@@ -2,6 +2,7 @@
 
 import socket
 import struct
+import time
 from io import BytesIO
 
 import pytest
@@ -236,3 +237,19 @@ def test_a_store_on_a_context_of_another_sop_class_is_refused(listener, served):
         sock.close()
     assert served == ["STORESCU"]
     assert not Instance.objects.exists()
+
+
+@pytest.fixture
+def quick_timeout(settings):
+    settings.DICOM_NETWORK_TIMEOUT = 1
+
+
+def test_a_silent_peer_is_let_go_after_the_network_timeout(quick_timeout, listener, served):
+    sock = _associate_raw(listener)
+    try:
+        started = time.monotonic()
+        assert _recv_exact(sock, 1) == b""  # closed by the listener, without a word from us
+        assert 0.5 < time.monotonic() - started < 10
+    finally:
+        sock.close()
+    assert served == ["STORESCU"]
