@@ -58,6 +58,7 @@ from harness import (
     bulkload_index,
     chunks,
     clean_env,
+    descendants,
     ensure_packages,
     find_data_set,
     find_queries,
@@ -106,10 +107,12 @@ class RadPACS:
         processes: int,
         extra_env: dict[str, str],
         celery: str = "eager",
+        listen: str = "shared",
     ):
         self.root = root
         self.pg = pg
         self.processes = processes
+        self.listen = listen
         self.port = free_port()
         self.images = root / "images"
         self.logs = root / "logs"
@@ -224,7 +227,11 @@ class RadPACS:
                 90,
                 self.worker,
             )
-        for number in range(self.processes):
+        # shared: one command forking N processes that accept from one socket (balanced
+        # by load); reuseport: N commands on one port, spread by the kernel's hash.
+        commands = 1 if self.listen == "shared" else self.processes
+        extra = ["--processes", str(self.processes)] if self.listen == "shared" else []
+        for number in range(commands):
             log_path = self.logs / f"dicom_server-{number}.log"
             log_path.write_text("")
             proc = start_process(
@@ -236,6 +243,7 @@ class RadPACS:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    *extra,
                 ],
                 env=self.env(),
                 log_path=log_path,
@@ -259,7 +267,11 @@ class RadPACS:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        """Every dicom_server process, forked ones included."""
+        pids = []
+        for proc in self.procs:
+            pids += [proc.pid, *descendants(proc.pid)]
+        return pids
 
     def server_cpu(self) -> float:
         return sum(proc_cpu(p) for p in self.pids)
@@ -895,8 +907,13 @@ def render(
         f"{info['postgresql']}, Python {info['python']}, pynetdicom {info['pynetdicom']}, "
         f"pydicom {info['pydicom']}.",
         "",
-        f"RadPACS: {args.radpacs_processes} `dicom_server` processes on one port (SO_REUSEPORT), "
-        f"PostgreSQL {durability}, images on local disk (fsync per file and directory), "
+        f"RadPACS: {args.radpacs_processes} `dicom_server` processes on one port ("
+        + (
+            "`--processes`: one shared socket, accepts balanced by load), "
+            if args.radpacs_listen == "shared"
+            else "separate commands, SO_REUSEPORT), "
+        )
+        + f"PostgreSQL {durability}, images on local disk (fsync per file and directory), "
         "DEBUG=0, LOG_LEVEL=WARNING, "
         + (
             "REDIS_URL unset (follow-up tasks such as study_refresh run eagerly, inside the "
@@ -964,9 +981,8 @@ def render(
             lines.append("")
         if rss:
             lines.append(
-                "RadPACS CPU seconds per dicom_server process (SO_REUSEPORT lets the kernel "
-                "hash each association to a process; an uneven split leaves one process, one "
-                "GIL, with most of the work): "
+                "RadPACS CPU seconds per dicom_server process (an uneven split leaves one "
+                "process, one GIL, with most of the work): "
                 + "; ".join(
                     f"x{p.associations} r{p.round}: " + "/".join(f"{c:.0f}" for c in p.cpu_each)
                     for p in rss
@@ -1077,6 +1093,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parallel", type=int, default=4, help="storescu processes (besides 1)")
     parser.add_argument("--radpacs-processes", type=int, default=2)
     parser.add_argument(
+        "--radpacs-listen",
+        choices=["shared", "reuseport"],
+        default="shared",
+        help="shared: `dicom_server --processes N` (one socket, accepts balanced by load); "
+        "reuseport: N separate commands on one port (SO_REUSEPORT, spread by a hash)",
+    )
+    parser.add_argument(
         "--orthanc", default="tuned,default", help="Orthanc variants: tuned, default or both"
     )
     parser.add_argument("--skip-push", action="store_true")
@@ -1142,7 +1165,12 @@ def main() -> int:
     )
     log(f"PostgreSQL {pg.version()} on 127.0.0.1:{pg.port} ({durability})")
     radpacs = RadPACS(
-        root / "radpacs", pg, args.radpacs_processes, args.radpacs_env_dict, args.celery
+        root / "radpacs",
+        pg,
+        args.radpacs_processes,
+        args.radpacs_env_dict,
+        args.celery,
+        args.radpacs_listen,
     )
     radpacs.prepare_template()
     info = machine_info(pg)

@@ -332,6 +332,8 @@ DICOM_NETWORK_TIMEOUT = env_int("DICOM_NETWORK_TIMEOUT", 120)
 DICOM_FIND_LIMIT = env_int("DICOM_FIND_LIMIT", 5000)
 # Several dicom_server processes may share DICOM_PORT (the kernel balances associations).
 DICOM_REUSE_PORT = env_bool("DICOM_REUSE_PORT", True)
+# dicom_server processes forked to accept from one shared socket (balanced by load).
+DICOM_PROCESSES = env_int("DICOM_PROCESSES", 1)
 # A stored SOP Instance UID re-sent with different bytes: reject | keep_first | overwrite.
 DICOM_DUPLICATE_POLICY = env("DICOM_DUPLICATE_POLICY", "reject")
 # Associations that only store (and echo) skip pynetdicom's data phase (pacs/dimse/storage_scp.py).

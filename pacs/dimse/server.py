@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -136,10 +137,66 @@ def build_ae() -> ArchiveAE:
     return ae
 
 
-def start(host: str, port: int) -> ReusePortServer:
-    """Start listening in a background thread; `.shutdown()` stops."""
+# How long a process that is serving associations lets an idle sibling take a new
+# connection first, per association it serves (see SharedSocketServer).
+ACCEPT_DEFERRAL = 0.003
+
+
+class SharedSocketServer(ReusePortServer):
+    """Accepts from a listening socket that several forked processes share
+    (`dicom_server --processes N`).
+
+    With SO_REUSEPORT the kernel picks each connection's process by a hash of the
+    client's port, so 4 associations often land 3+1 or 4+0 and one process (one
+    GIL) does most of the work. A shared accept queue can be balanced instead: every
+    process wakes when a connection waits, a process already serving associations
+    waits a little before trying, and the idle one takes it. `listening` is set on a
+    subclass by `start()`.
+    """
+
+    listening: socket.socket
+
+    def server_bind(self) -> None:
+        self.socket.close()
+        self.socket = self.listening
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Already listening (bound once, before the processes forked)."""
+
+    def server_close(self) -> None:
+        """Close this process's descriptor only: a shutdown() of the shared socket
+        would stop the siblings accepting too."""
+        self.socket.close()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        serving = sum(1 for assoc in self.ae.active_associations if assoc.is_acceptor)
+        if serving:
+            time.sleep(ACCEPT_DEFERRAL * min(serving, 4))
+        # Non-blocking: BlockingIOError (an OSError, which socketserver ignores) when a
+        # sibling took the connection meanwhile.
+        return self.socket.accept()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening socket for `SharedSocketServer`, made before forking."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(socket.SOMAXCONN)
+    sock.setblocking(False)
+    return sock
+
+
+def start(host: str, port: int, listening: socket.socket | None = None) -> ReusePortServer:
+    """Start listening in a background thread; `.shutdown()` stops. With `listening`,
+    accept from that shared socket instead of binding one."""
     ae = build_ae()
-    server = ae.make_server((host, port), evt_handlers=EVENT_HANDLERS, server_class=ReusePortServer)
+    server_class: type[ReusePortServer] = ReusePortServer
+    if listening is not None:
+        server_class = type("SharedSocketServer", (SharedSocketServer,), {"listening": listening})
+    server = ae.make_server((host, port), evt_handlers=EVENT_HANDLERS, server_class=server_class)
     ae._servers.append(server)  # shutdown() expects to find itself there
     thread = threading.Thread(target=server.serve_forever, name="dicom-server", daemon=True)
     thread.start()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import struct
 import threading
@@ -399,7 +400,12 @@ def serve(sock: socket.socket, address: tuple[str, int], ae: Any, plan: Plan) ->
         _idle_timeout(sock, ae.network_timeout)
         connection.read(plan.request_length)  # the request peeked at: consume it now
         sock.sendall(plan.answer)
-        logger.info("storage association from %s (%s) accepted", plan.calling_ae_title, address[0])
+        logger.info(
+            "storage association from %s (%s) accepted by process %d",
+            plan.calling_ae_title,
+            address[0],
+            os.getpid(),
+        )
         _data_phase(connection, ae, plan, address, session)
     except ProtocolError as error:
         logger.warning("aborting the association from %s: %s", plan.calling_ae_title, error)

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = 500
 
 
-def start_listener(port: int, images: Path, log: Path) -> subprocess.Popen:
+def start_listener(port: int, images: Path, log: Path, *options: str) -> subprocess.Popen:
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -38,9 +38,10 @@ def start_listener(port: int, images: Path, log: Path) -> subprocess.Popen:
         "SECRET_KEY": "recovery-test-" + "x" * 40,
         "DICOM_REUSE_PORT": "0",
         "REDIS_URL": "",
+        "LOG_LEVEL": "INFO",
     }
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "dicom_server", "--port", str(port)],
+        [sys.executable, "manage.py", "dicom_server", "--port", str(port), *options],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),
