@@ -170,7 +170,11 @@ def plan(ae: Any, request: bytes, storage_classes: frozenset[str]) -> Plan | Non
     if not proposed or any(context.abstract_syntax not in supported for context in proposed):
         return None
     calling, called = primitive.calling_ae_title.strip(), primitive.called_ae_title.strip()
-    allowed = [title.strip() for title in ae.require_calling_aet]
+    try:
+        allowed = [title.strip() for title in ae.require_calling_aet]
+    except Exception:  # the database is down: pynetdicom refuses it and logs why
+        logger.exception("cannot read the calling AE allow-list")
+        return None
     if allowed and calling not in allowed:
         return None  # pynetdicom rejects it, logged and with the right reason
     if ae.require_called_aet and called != ae.ae_title.strip():
@@ -441,7 +445,8 @@ def _data_phase(
     message: Message | None = None
     for pdu_type, body in connection.pdus():
         if pdu_type == RELEASE_RQ:
-            connection.sock.sendall(bytes([RELEASE_RP, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
+            with contextlib.suppress(OSError):  # gone already: released all the same
+                connection.sock.sendall(bytes([RELEASE_RP, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
             return
         if pdu_type == ABORT:
             raise PeerGone("aborted by the peer")
