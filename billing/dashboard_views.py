@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET
 from accounts import audit
 from accounts.permissions import capability_required
 from accounts.roles import Capability
+from accounts.spreadsheet import safe_cell
 from billing import dashboard as numbers
 from billing.dashboard import Dashboard, DashboardFilter, Group, money
 
@@ -114,11 +115,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 CSV_COLUMNS = ["grouping", "group", "revenue", "exams", "charges", "no_price", "reversals"]
 
 
-def _cell(text: str) -> str:
-    """A name as a spreadsheet cell that is never taken for a formula."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _groupings(result: Dashboard) -> list[tuple[str, list[Group]]]:
     return [
         ("overall", [result.overall]),
@@ -140,7 +136,15 @@ def _csv_response(result: Dashboard) -> HttpResponse:
     for grouping, groups in _groupings(result):
         for g in groups:
             writer.writerow(
-                [grouping, _cell(g.label), g.revenue, g.exams, g.charges, g.no_price, g.reversals]
+                [
+                    grouping,
+                    safe_cell(g.label),
+                    g.revenue,
+                    g.exams,
+                    g.charges,
+                    g.no_price,
+                    g.reversals,
+                ]
             )
     return response
 

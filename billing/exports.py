@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from accounts import audit
 from accounts.models import User
+from accounts.spreadsheet import safe_cell
 from billing import x12
 from billing.models import BillingProfile, Charge, ChargeExport, Payer
 from ris.models import PatientInsurance
@@ -117,20 +118,12 @@ def _rows(charges: QuerySet[Charge]) -> Iterator[list[Any]]:
             yield [pk, served, facility, accession, mrn, name, born, *values, adjusts or ""]
 
 
-def _safe(value: Any) -> Any:
-    """No spreadsheet formulas from data (CSV injection): text starting =, +, -, @ gets
-    a quote. Numbers and dates stay as they are."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def write_csv(rows: Iterable[list[Any]], out: IO[bytes]) -> None:
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(text)
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow(["" if v is None else _safe(v) for v in row])
+        writer.writerow(["" if v is None else safe_cell(v) for v in row])
     text.detach()
 
 
@@ -149,7 +142,7 @@ def write_xlsx(rows: Iterable[list[Any]], path: Path) -> None:
 def _xlsx_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
-    return _safe(value)
+    return safe_cell(value)
 
 
 # ---- exporting ---------------------------------------------------------------------------

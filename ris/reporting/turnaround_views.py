@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accounts import audit
+from accounts.spreadsheet import safe_cell
 from pacs.dicom.vocabulary import Modality
 from ris.reporting import turnaround
 from ris.reporting.turnaround import (
@@ -132,13 +133,8 @@ def _minutes(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def _cell(text: str) -> str:
-    """A name as a spreadsheet cell that is never taken for a formula."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _csv_row(grouping: str, group: GroupStats) -> list[Any]:
-    row: list[Any] = [grouping, _cell(group.label), group.exams]
+    row: list[Any] = [grouping, safe_cell(group.label), group.exams]
     for name in INTERVALS:
         stats = group.intervals[name]
         row += [
