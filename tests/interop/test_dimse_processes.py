@@ -23,6 +23,10 @@ pytestmark = [
 ]
 
 
+def _children(pid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+
 def _accepting(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -44,6 +48,12 @@ def test_associations_spread_over_the_processes_and_all_go_with_the_parent(tmp_p
     log = tmp_path / "listener.log"
     listener = start_listener(port, tmp_path / "images", log, "--processes", "2")
     try:
+        # Both processes accepting before the pushes start (the port answers as soon as
+        # the parent listens, before it forks and both start their accept loops).
+        deadline = time.monotonic() + 30
+        while not _children(listener.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
         senders = [storescu(port, files) for files in pushes]
         for sender in senders:
             output, _ = sender.communicate(timeout=120)
@@ -71,9 +81,10 @@ def test_sigterm_stops_every_process(tmp_path):
     listener = start_listener(
         port, tmp_path / "images", tmp_path / "listener.log", "--processes", "3"
     )
-    children = subprocess.run(
-        ["pgrep", "-P", str(listener.pid)], capture_output=True, text=True
-    ).stdout.split()
+    # The port answers as soon as the parent listens, a moment before it forks.
+    deadline = time.monotonic() + 30
+    while len(children := _children(listener.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(children) == 2
     listener.send_signal(signal.SIGTERM)
     assert listener.wait(30) == 0
