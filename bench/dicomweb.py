@@ -63,6 +63,7 @@ from harness import (
     bulkload_index,
     chunks,
     clean_env,
+    dcmtk,
     ensure_packages,
     find_data_set,
     find_queries,
@@ -690,7 +691,7 @@ def load_read_phase(
     log(f"read phase: loading {total} small instances into Orthanc (4 storescu)")
     commands = [
         [
-            "storescu",
+            dcmtk("storescu"),
             "+sd",
             "+r",
             "-aet",

@@ -58,6 +58,7 @@ from harness import (
     bulkload_index,
     chunks,
     clean_env,
+    dcmtk,
     descendants,
     ensure_packages,
     find_data_set,
@@ -429,7 +430,7 @@ def push_pass(
         aec = RADPACS_AET if isinstance(server, RadPACS) else ORTHANC_AET
         commands = [
             [
-                "storescu",
+                dcmtk("storescu"),
                 "-aet",
                 STORE_AET,
                 "-aec",
@@ -575,7 +576,7 @@ def find_phase(args: argparse.Namespace, root: Path, pg: Postgres, radpacs: RadP
     log(f"C-FIND: loading {total} instances into Orthanc tuned ({args.parallel} storescu)")
     commands = [
         [
-            "storescu",
+            dcmtk("storescu"),
             "+sd",
             "+r",
             "-aet",
@@ -742,7 +743,7 @@ def profile_pass(
         time.sleep(1.5)
         commands = [
             [
-                "storescu",
+                dcmtk("storescu"),
                 "-aet",
                 STORE_AET,
                 "-aec",
@@ -844,7 +845,7 @@ def machine_info(pg: Postgres | None) -> dict[str, str]:
             break
     mem = status_kib_total()
     orthanc = run([ORTHANC, "--version"], check=False).splitlines()
-    dcmtk = run(["storescu", "--version"], check=False).splitlines()
+    dcmtk_version = run([dcmtk("storescu"), "--version"], check=False).splitlines()
     import pydicom
     import pynetdicom
 
@@ -875,7 +876,7 @@ def machine_info(pg: Postgres | None) -> dict[str, str]:
         "python": platform.python_version(),
         "orthanc": orthanc[0].replace(ORTHANC, "Orthanc") if orthanc else "?",
         "dcmtk": next(
-            (m.group(1) for line in dcmtk if (m := re.search(r"v(\d+\.\d+\.\d+)", line))),
+            (m.group(1) for line in dcmtk_version if (m := re.search(r"v(\d+\.\d+\.\d+)", line))),
             "?",
         ),
         "pynetdicom": pynetdicom.__version__,

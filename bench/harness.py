@@ -243,10 +243,19 @@ def pg_bindir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+# Debian's dcmtk programs by full path: the venv puts pynetdicom's Python scripts of the
+# same names (storescu, findscu, ...) first on PATH, a far slower client to measure with.
+DCMTK = Path("/usr/bin")
+
+
+def dcmtk(program: str) -> str:
+    return str(DCMTK / program)
+
+
 # Debian package -> whether it is installed (what the benchmarks run from it).
 PACKAGE_PRESENT: dict[str, Callable[[], bool]] = {
     "chromium": lambda: shutil.which("chromium") is not None,
-    "dcmtk": lambda: shutil.which("storescu") is not None,
+    "dcmtk": lambda: (DCMTK / "storescu").exists(),
     "orthanc": lambda: Path(ORTHANC).exists(),
     "orthanc-dicomweb": lambda: Path(DICOMWEB_PLUGIN).exists(),
     "postgresql": lambda: pg_bindir() is not None,
