@@ -12,6 +12,7 @@ import enum
 import functools
 import hashlib
 import logging
+import mmap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -90,7 +91,7 @@ def duplicate_policy() -> DuplicatePolicy:
 
 
 def ingest(
-    data: bytes,
+    data: bytes | mmap.mmap,
     *,
     facility: Facility,
     door: str,
@@ -100,6 +101,7 @@ def ingest(
     expected_sop_instance_uid: str = "",
     schedule_refresh: bool = True,
     session: IngestSession | None = None,
+    staged: storage.StagedFile | None = None,
 ) -> IngestResult:
     """Store one DICOM Part 10 file for `facility`; raise IngestError to refuse it.
 
@@ -109,9 +111,11 @@ def ingest(
     `schedule_refresh=False` and calls `study_refresh` itself at the end; the study is
     flagged either way, so `refresh_pending_studies` catches what a crash left.
     `session` (one per association) remembers the series rows the push created.
+    `staged`: the bytes were received straight into this file (`data` is its mapping);
+    it is named by its content if the instance is stored, the caller releases it.
     """
     # The file is hashed, written and fsynced in a writer thread while this one parses.
-    pending = storage.PendingPut(data)
+    pending = storage.PendingPut(data) if staged is None else storage.PendingPut.of_staged(staged)
     try:
         header, metadata = read_instance(data)
         if expected_sop_instance_uid and expected_sop_instance_uid != header.sop_instance_uid:

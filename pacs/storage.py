@@ -13,9 +13,11 @@ the spool, where `spool_flush` (command `flush_spool`, periodic task) uploads it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
+import mmap
 import os
 import threading
 import time
@@ -31,12 +33,20 @@ from django.core.files.storage import Storage, storages
 logger = logging.getLogger(__name__)
 
 TEMPORARY_PREFIX = ".incoming-"
+# Where files received piece by piece wait for their content address (the images root,
+# or the spool for a remote store: the same filesystem as their final folder).
+STAGING_FOLDER = ".incoming"
 
 
 def content_key(data: bytes) -> tuple[str, str]:
     """(storage key, sha256 hex) of a file's bytes."""
     digest = hashlib.sha256(data).hexdigest()
-    return f"{digest[:2]}/{digest[2:4]}/{digest}.dcm", digest
+    return key_of(digest), digest
+
+
+def key_of(digest: str) -> str:
+    """The storage key of the bytes whose SHA-256 is `digest`."""
+    return f"{digest[:2]}/{digest[2:4]}/{digest}.dcm"
 
 
 def image_storage() -> Storage:
@@ -69,14 +79,17 @@ _known_dirs: set[Path] = set()
 _temporary_names = itertools.count()
 
 
+def _temporary_name() -> str:
+    return f"{TEMPORARY_PREFIX}{os.getpid()}-{threading.get_ident()}-{next(_temporary_names)}"
+
+
 def _write_temporary(folder: Path, data: bytes) -> Path:
     """Write `data` to a new temporary file in `folder` and fsync it."""
     for attempt in (1, 2):
         if folder not in _known_dirs:
             folder.mkdir(parents=True, exist_ok=True)
             _known_dirs.add(folder)
-        name = f"{TEMPORARY_PREFIX}{os.getpid()}-{threading.get_ident()}-{next(_temporary_names)}"
-        path = folder / name
+        path = folder / _temporary_name()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
@@ -154,6 +167,79 @@ def _writer_pool() -> ThreadPoolExecutor:
 Prepared = tuple[str, str, Path, Path | None]  # key, sha256, target, temporary file
 
 
+class StagedFile:
+    """An instance written to disk as it arrives (a C-STORE's P-DATA fragments) and
+    hashed on the way, so memory holds one fragment whatever the instance's size. It
+    waits under a temporary name in the staging folder; `PendingPut.of_staged` then
+    names it by its content, or it is discarded. Nothing is visible under a key before.
+    """
+
+    def __init__(self) -> None:
+        target_root = _staging_root()
+        for attempt in (1, 2):
+            folder = target_root / STAGING_FOLDER
+            if folder not in _known_dirs:
+                folder.mkdir(parents=True, exist_ok=True)
+                _known_dirs.add(folder)
+            self.path = folder / _temporary_name()
+            try:
+                self._fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+                )
+                break
+            except FileNotFoundError:
+                _known_dirs.discard(folder)  # pruned since (check_storage removes empty folders)
+                if attempt == 2:
+                    raise
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._view: mmap.mmap | None = None
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self._hash.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.size += len(chunk)
+
+    def contents(self) -> mmap.mmap:
+        """The bytes written, mapped read-only (page cache, not this process's heap)."""
+        if self._view is None:
+            self._view = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        return self._view
+
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def release(self) -> None:
+        """Close the mapping and the file (the name stays: install or discard it)."""
+        if self._view is not None:
+            with contextlib.suppress(BufferError):  # a view still exported: the GC closes it
+                self._view.close()
+            self._view = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def discard(self) -> None:
+        """Drop the file unless it was installed (then its temporary name is gone)."""
+        self.release()
+        self.path.unlink(missing_ok=True)
+
+
+def _staging_root() -> Path:
+    store = image_storage()
+    if isinstance(store, SpooledStorage):
+        return store.spool
+    root = _local_root(store)
+    if root is None:  # image_storage() returns a local store or a spooled one
+        raise AssertionError("unreachable")
+    return root
+
+
 class PendingPut:
     """A content-addressed `put` started in a writer thread: hashing, writing and the
     file's fsync (all outside the GIL) overlap with what the caller does meanwhile
@@ -163,6 +249,30 @@ class PendingPut:
     def __init__(self, data: bytes) -> None:
         self._future: Future[Prepared] = _writer_pool().submit(self._prepare, data)
         self._settled = False
+
+    @classmethod
+    def of_staged(cls, staged: StagedFile) -> PendingPut:
+        """The same for a file already written and hashed: only its fsync is left to
+        overlap with the parse. The put owns the file from here."""
+        pending = cls.__new__(cls)
+        pending._future = _writer_pool().submit(cls._prepare_staged, staged)
+        pending._settled = False
+        return pending
+
+    @staticmethod
+    def _prepare_staged(staged: StagedFile) -> Prepared:
+        digest = staged.digest()
+        key = key_of(digest)
+        target, _ = _target(key)
+        if target.exists():  # the caller may still be reading the mapping: only unlink
+            staged.path.unlink(missing_ok=True)
+            return key, digest, target, None
+        staged.sync()
+        folder = target.parent
+        if folder not in _known_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            _known_dirs.add(folder)
+        return key, digest, target, staged.path
 
     @staticmethod
     def _prepare(data: bytes) -> Prepared:

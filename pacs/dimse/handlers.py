@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -122,12 +123,14 @@ def handle_store(event: events.Event) -> int | Dataset:
 
 def store(
     peer: peers.Peer | None,
-    data: bytes,
+    data: bytes | mmap.mmap,
     affected_sop_instance_uid: str,
     remote_addr: str,
     session: services.IngestSession,
+    staged: storage.StagedFile | None = None,
 ) -> int | Dataset:
-    """One C-STORE, whichever path received it (pynetdicom's or `storage_scp`)."""
+    """One C-STORE, whichever path received it (pynetdicom's in memory, or `storage_scp`
+    staged on disk: `data` is then the staged file's mapping)."""
     if peer is None or not peer.may_store:
         return failure(NOT_AUTHORIZED, "calling AE title may not store here")
     usable_connection()
@@ -141,6 +144,7 @@ def store(
             expected_sop_instance_uid=affected_sop_instance_uid,
             schedule_refresh=False,
             session=session,
+            staged=staged,
         )
     except services.IngestError as error:
         logger.warning("C-STORE from %s refused: %s", peer.ae_title, error.reason)

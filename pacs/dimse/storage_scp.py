@@ -5,8 +5,9 @@ instance as Orthanc's whole store: each P-DATA PDU becomes Python objects, goes
 through two threads, an event queue and the state machine, and every response is
 encoded through pydicom (docs/benchmarks.md). An association that only stores images
 (and echoes) needs none of that, so for those this module runs the data phase itself:
-PDUs are read straight off the socket, dataset fragments are kept as they arrived and
-joined once behind a Part 10 header, and responses are encoded from their few fields.
+PDUs are read straight off the socket, a C-STORE's dataset fragments are written to a
+staged file behind its Part 10 header as they arrive (memory holds one PDU, whatever
+the instance's size), and responses are encoded from their few fields.
 
 What stays with pynetdicom: the whole of every other association. The listener's
 thread peeks at the A-ASSOCIATE-RQ without consuming it (MSG_PEEK); only a request
@@ -51,7 +52,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from pynetdicom.sop_class import Verification
 
-from pacs import services
+from pacs import services, storage
 from pacs.dimse import handlers, peers
 
 logger = logging.getLogger(__name__)
@@ -383,12 +384,54 @@ def _idle_timeout(sock: socket.socket, seconds: float | None) -> None:
 
 @dataclass
 class Message:
-    """A DIMSE message being received on one presentation context."""
+    """A DIMSE message being received on one presentation context. A C-STORE's data
+    set goes to `staged` as it arrives; any other data set is read and dropped (the
+    operation is refused anyway); `refusal` is the status once it is known."""
 
     context_id: int
     command: list[bytes] = field(default_factory=list)
     fields: dict[int, bytes] | None = None
-    dataset: list[memoryview] = field(default_factory=list)
+    staged: storage.StagedFile | None = None
+    refusal: tuple[int, str] | None = None
+
+    def start_data_set(self, plan: Plan) -> None:
+        """The command is complete and a data set follows: decide where it goes."""
+        fields = self.fields or {}
+        sop_class_uid = _text(fields.get(0x0002))
+        context = plan.accepted[self.context_id]
+        command_field = _us(fields.get(0x0100))
+        if command_field != C_STORE_RQ:
+            self.refusal = (UNRECOGNIZED_OPERATION, "only C-STORE and C-ECHO on this association")
+            return
+        if sop_class_uid != context.abstract_syntax:
+            self.refusal = (SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context's")
+            return
+        prefix = part10_prefix(
+            sop_class_uid, _text(fields.get(0x1000)), str(context.transfer_syntax[0])
+        )
+        try:
+            self.staged = storage.StagedFile()
+            self.staged.write(prefix)
+        except OSError as error:
+            self._storage_failed(error)
+
+    def add_fragment(self, value: memoryview) -> None:
+        if self.staged is None:
+            return  # refused: read and dropped
+        try:
+            self.staged.write(value)
+        except OSError as error:
+            self._storage_failed(error)
+
+    def _storage_failed(self, error: OSError) -> None:
+        logger.error("cannot stage a received instance: %s", error)
+        self.discard()
+        self.refusal = (handlers.OUT_OF_RESOURCES, "archive storage is unavailable")
+
+    def discard(self) -> None:
+        if self.staged is not None:
+            self.staged.discard()
+            self.staged = None
 
 
 def serve(sock: socket.socket, address: tuple[str, int], ae: Any, plan: Plan) -> None:
@@ -440,6 +483,22 @@ def _data_phase(
     address: tuple[str, int],
     session: services.IngestSession,
 ) -> None:
+    receiving: list[Message] = []  # the message in progress, for the cleanup below
+    try:
+        _messages(connection, ae, plan, address, session, receiving)
+    finally:
+        for message in receiving:  # the association ended in the middle of a data set
+            message.discard()
+
+
+def _messages(
+    connection: Connection,
+    ae: Any,
+    plan: Plan,
+    address: tuple[str, int],
+    session: services.IngestSession,
+    receiving: list[Message],
+) -> None:
     peer: peers.Peer | None = None
     looked_up = False
     message: Message | None = None
@@ -466,6 +525,7 @@ def _data_phase(
                 raise ProtocolError(f"PDV on presentation context {context_id}", reason=0x06)
             if message is None:
                 message = Message(context_id)
+                receiving[:] = [message]
             elif message.context_id != context_id:
                 raise ProtocolError("PDVs of two messages interleaved", reason=0x02)
             is_command, is_last = bool(control & 0x01), bool(control & 0x02)
@@ -473,21 +533,25 @@ def _data_phase(
                 if message.fields is not None:
                     raise ProtocolError("command fragment after the command", reason=0x02)
                 message.command.append(bytes(value))
-                if is_last:
-                    message.fields = parse_command(b"".join(message.command))
-                    if _us(message.fields.get(0x0800)) != NO_DATA_SET:
-                        continue  # a data set follows
-                else:
+                if not is_last:
                     continue
+                message.fields = parse_command(b"".join(message.command))
+                if _us(message.fields.get(0x0800)) != NO_DATA_SET:
+                    message.start_data_set(plan)
+                    continue  # the data set follows
             else:
                 if message.fields is None:
                     raise ProtocolError("data set fragment before its command", reason=0x02)
-                message.dataset.append(value)
+                message.add_fragment(value)
                 if not is_last:
                     continue
             if not looked_up:
                 peer, looked_up = _peer(plan.calling_ae_title), True
-            _answer(connection, ae, plan, address, session, peer, message)
+            try:
+                _answer(connection, plan, address, session, peer, message)
+            finally:
+                message.discard()
+                receiving.clear()
             message = None
 
 
@@ -498,7 +562,6 @@ def _peer(calling_ae_title: str) -> peers.Peer | None:
 
 def _answer(
     connection: Connection,
-    ae: Any,
     plan: Plan,
     address: tuple[str, int],
     session: services.IngestSession,
@@ -510,26 +573,26 @@ def _answer(
     message_id = _us(fields.get(0x0110)) or 0
     sop_class_uid = _text(fields.get(0x0002))
     sop_instance_uid = _text(fields.get(0x1000))
-    context = plan.accepted[message.context_id]
     if command_field == C_CANCEL_RQ:
         return  # nothing to cancel: each store is answered before the next starts
-    if command_field == C_ECHO_RQ:
+    if message.refusal is not None:
+        status, comment = message.refusal
+    elif command_field == C_ECHO_RQ:
         status, comment = (handlers.SUCCESS, "")
     elif command_field != C_STORE_RQ:
         status, comment = (UNRECOGNIZED_OPERATION, "only C-STORE and C-ECHO on this association")
-        command_field = command_field or 0
-    elif sop_class_uid != context.abstract_syntax:
-        status, comment = (SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context's")
+    elif message.staged is None:  # a C-STORE-RQ that said no data set follows
+        status, comment = (handlers.UNABLE_TO_PROCESS, "C-STORE without a data set")
     else:
-        prefix = part10_prefix(sop_class_uid, sop_instance_uid, str(context.transfer_syntax[0]))
-        data = b"".join([prefix, *message.dataset])
-        message.dataset.clear()
-        result = handlers.store(peer, data, sop_instance_uid, address[0], session)
+        staged = message.staged
+        result = handlers.store(
+            peer, staged.contents(), sop_instance_uid, address[0], session, staged=staged
+        )
         status, comment = _status(result)
     connection.send_command(
         message.context_id,
         encode_response(
-            command_field, message_id, sop_class_uid, sop_instance_uid or None, status, comment
+            command_field or 0, message_id, sop_class_uid, sop_instance_uid or None, status, comment
         ),
     )
 

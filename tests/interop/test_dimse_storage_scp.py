@@ -253,3 +253,142 @@ def test_a_silent_peer_is_let_go_after_the_network_timeout(quick_timeout, listen
     finally:
         sock.close()
     assert served == ["STORESCU"]
+
+
+def _ct_data_set(sop_instance_uid: str, pixel_bytes: int) -> bytes:
+    """A CT data set as a C-STORE carries it (implicit VR little endian, no file meta)."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.file_meta
+    side = int((pixel_bytes // 2) ** 0.5)
+    ds.Rows = ds.Columns = side
+    ds.PixelData = b"\x01\x02" * side * side
+    ds.SOPInstanceUID = sop_instance_uid
+    return encode(ds, True, True)
+
+
+def _store_command(sop_instance_uid: str, message_id: int = 1) -> bytes:
+    return _command(
+        AffectedSOPClassUID=CTImageStorage,
+        CommandField=0x0001,
+        MessageID=message_id,
+        Priority=0,
+        CommandDataSetType=0x0000,
+        AffectedSOPInstanceUID=sop_instance_uid,
+    )
+
+
+def _response(sock: socket.socket) -> Dataset:
+    header = _recv_exact(sock, 6)
+    assert header[0] == 0x04, header
+    body = _recv_exact(sock, struct.unpack(">L", header[2:6])[0])
+    return decode(BytesIO(body[6:]), True, True)
+
+
+def _staged_files() -> list:
+    folder = storage._staging_root() / storage.STAGING_FOLDER
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _wait_for(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_data_set_goes_to_disk_as_it_arrives_not_into_memory(listener, served):
+    uid = "1.2.826.0.1.3680043.10.1482.1.1"
+    data_set = _ct_data_set(uid, 2 * 1024 * 1024)
+    fragment = 16000  # within the 16 KiB PDU the raw association announced
+    pieces = [data_set[i : i + fragment] for i in range(0, len(data_set), fragment)]
+    sock = _associate_raw(listener)
+    try:
+        sock.sendall(_pdu(1, 0x03, _store_command(uid)))
+        half = len(pieces) // 2
+        sock.sendall(b"".join(_pdu(1, 0x00, piece) for piece in pieces[:half]))
+        # Half the data set sent: it is in a staged file already, nowhere under a key.
+        sent = sum(map(len, pieces[:half]))
+        _wait_for(lambda: any(p.stat().st_size >= sent for p in _staged_files()))
+        assert not Instance.objects.exists()
+        rest = [_pdu(1, 0x00, piece) for piece in pieces[half:-1]]
+        sock.sendall(b"".join(rest) + _pdu(1, 0x02, pieces[-1]))
+        assert _response(sock).Status == 0x0000
+    finally:
+        sock.close()
+    instance = Instance.objects.get(sop_instance_uid=uid)
+    stored = storage.read(instance.storage_key)
+    assert stored == storage_scp.part10_prefix(CTImageStorage, uid, ImplicitVRLittleEndian) + (
+        data_set
+    )
+    assert _staged_files() == []
+
+
+def test_an_association_cut_mid_data_set_leaves_nothing_behind(listener, served):
+    uid = "1.2.826.0.1.3680043.10.1482.1.2"
+    data_set = _ct_data_set(uid, 256 * 1024)
+    sock = _associate_raw(listener)
+    try:
+        sock.sendall(_pdu(1, 0x03, _store_command(uid)) + _pdu(1, 0x00, data_set[:16000]))
+        _wait_for(lambda: bool(_staged_files()))
+    finally:
+        sock.close()
+    _wait_for(lambda: not _staged_files())
+    assert not Instance.objects.exists()
+    assert scu("echoscu", listener, "ECHOSCU").returncode == 0
+
+
+def test_a_full_disk_while_receiving_is_answered_out_of_resources(listener, served, monkeypatch):
+    uid = "1.2.826.0.1.3680043.10.1482.1.3"
+    data_set = _ct_data_set(uid, 64 * 1024)
+    write = storage.StagedFile.write
+    calls = []
+
+    def disk_full_on_the_second_write(self, chunk):
+        calls.append(len(chunk))
+        if len(calls) == 2:  # the first is the Part 10 header
+            raise OSError(28, "No space left on device")
+        return write(self, chunk)
+
+    monkeypatch.setattr(storage.StagedFile, "write", disk_full_on_the_second_write)
+    sock = _associate_raw(listener)
+    try:
+        pieces = [data_set[i : i + 16000] for i in range(0, len(data_set), 16000)]
+        sock.sendall(
+            _pdu(1, 0x03, _store_command(uid, message_id=5))
+            + b"".join(_pdu(1, 0x00, piece) for piece in pieces[:-1])
+            + _pdu(1, 0x02, pieces[-1])
+        )
+        response = _response(sock)
+        assert (response.MessageIDBeingRespondedTo, response.Status) == (5, 0xA700)
+        assert "storage" in response.ErrorComment
+        # The association carries on: the next store (disk back) succeeds.
+        monkeypatch.setattr(storage.StagedFile, "write", write)
+        second = "1.2.826.0.1.3680043.10.1482.1.4"
+        sock.sendall(
+            _pdu(1, 0x03, _store_command(second, message_id=6))
+            + _pdu(1, 0x02, _ct_data_set(second, 1024))
+        )
+        assert _response(sock).Status == 0x0000
+    finally:
+        sock.close()
+    assert list(Instance.objects.values_list("sop_instance_uid", flat=True)) == [second]
+    assert _staged_files() == []
+
+
+def test_a_store_without_a_data_set_is_refused(listener, served):
+    command = _command(
+        AffectedSOPClassUID=CTImageStorage,
+        CommandField=0x0001,
+        MessageID=3,
+        Priority=0,
+        CommandDataSetType=0x0101,
+        AffectedSOPInstanceUID="1.2.3.4",
+    )
+    sock = _associate_raw(listener)
+    try:
+        sock.sendall(_pdu(1, 0x03, command))
+        response = _response(sock)
+        assert (response.MessageIDBeingRespondedTo, response.Status) == (3, 0xC000)
+    finally:
+        sock.close()
+    assert not Instance.objects.exists()
