@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import io
 import json
+import mmap
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -53,7 +54,7 @@ class Header:
     def dataset(self) -> Dataset:
         if self.parsed is not None:
             return self.parsed
-        return pydicom.dcmread(io.BytesIO(self.data or b""), stop_before_pixels=True)
+        return pydicom.dcmread(stream_of(self.data or b""), stop_before_pixels=True)
 
     def text(self, keyword: str, limit: int = 64) -> str:
         """A string attribute as stored in the index ('' when absent), cut to the column size."""
@@ -78,11 +79,20 @@ def _valid_uid(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(UID_PATTERN.match(value))
 
 
-def read_header(data: bytes) -> Header:
+def stream_of(data: bytes | mmap.mmap) -> IO[bytes]:
+    """`data` to read as a file from its start: a mapped file (a received instance
+    staged on disk) is one already, without a copy into memory."""
+    if isinstance(data, mmap.mmap):
+        data.seek(0)
+        return data  # type: ignore[return-value]  # read, seek and tell: enough for pydicom
+    return io.BytesIO(data)
+
+
+def read_header(data: bytes | mmap.mmap) -> Header:
     """Parse a Part 10 file up to Pixel Data and check it is whole and identifiable."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise DicomParseError("not a DICOM Part 10 file (no 'DICM' preamble)")
-    stream = io.BytesIO(data)
+    stream = stream_of(data)
     try:
         dataset = pydicom.dcmread(stream, stop_before_pixels=True)
         header_end = stream.tell()

@@ -13,18 +13,19 @@ text (0009,1001) LT.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+import mmap
 from dataclasses import dataclass
+from typing import IO
 
 import pydicom
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
 from accounts import audit
 from accounts.models import Facility
-from pacs import services
-from pacs.dicom.parse import UID_PATTERN
+from pacs import services, storage
+from pacs.dicom.parse import UID_PATTERN, stream_of
 from pacs.dicomweb import multipart
 from pacs.dicomweb.access import DicomWebError, Scope
 from pacs.dicomweb.pixels import media_ranges
@@ -35,6 +36,7 @@ DICOM_JSON = "application/dicom+json"
 PRIVATE_CREATOR = "RADPACS"
 MAX_PART_BYTES = 2 * 1024**3  # as the upload page
 SPOOL_MEMORY_BYTES = 1024 * 1024  # a bigger part waits on disk while it arrives
+STAGE_CHUNK_BYTES = 1024 * 1024
 STATUS_STUDY_MISMATCH = 0xA900  # PS3.18 I.2.2 A9xx: the instance is not of the target study
 
 
@@ -211,7 +213,47 @@ def _store_part(
             services.STATUS_OUT_OF_RESOURCES,
             f"a part is larger than {MAX_PART_BYTES // 1024**3} GB",
         )
-    data = part.body.read()
+    staged: storage.StagedFile | None = None
+    try:
+        if part.size > SPOOL_MEMORY_BYTES:  # on disk already: staged, mapped, never read whole
+            staged = _stage(part.body)
+            data: bytes | mmap.mmap = staged.contents()
+        else:
+            data = part.body.read()
+    except OSError as error:
+        if staged is not None:
+            staged.discard()
+        logger.error("cannot stage a STOW-RS part: %s", error)
+        return Failed("", "", services.STATUS_OUT_OF_RESOURCES, "archive storage is unavailable")
+    try:
+        return _ingest_part(data, staged, study_uid, facility, scope, remote_addr, session)
+    finally:
+        if staged is not None:
+            staged.discard()
+
+
+def _stage(body: IO[bytes]) -> storage.StagedFile:
+    staged = storage.StagedFile()
+    buffer = bytearray(STAGE_CHUNK_BYTES)
+    view = memoryview(buffer)
+    try:
+        while count := body.readinto(buffer):  # type: ignore[attr-defined]
+            staged.write(view[:count])
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def _ingest_part(
+    data: bytes | mmap.mmap,
+    staged: storage.StagedFile | None,
+    study_uid: str,
+    facility: Facility,
+    scope: Scope,
+    remote_addr: str | None,
+    session: services.IngestSession,
+) -> Stored | Failed:
     identity = _identity(data) if study_uid else None
     if identity and identity[2] and identity[2] != study_uid:
         return Failed(
@@ -230,6 +272,7 @@ def _store_part(
             remote_addr=remote_addr,
             expected_sop_instance_uid="",
             session=session,
+            staged=staged,
         )
     except services.IngestError as error:
         sop_class_uid, sop_instance_uid, _ = identity or _identity(data)
@@ -237,13 +280,13 @@ def _store_part(
     return Stored(result.sop_class_uid, result.sop_instance_uid, result.instance_id)
 
 
-def _identity(data: bytes) -> tuple[str, str, str]:
+def _identity(data: bytes | mmap.mmap) -> tuple[str, str, str]:
     """(SOP Class, SOP Instance, Study Instance UID) as far as they can be read; '' if not.
     For the study check and for naming a refused instance; ingest does the real checks."""
     keywords = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID")
     try:
         dataset = pydicom.dcmread(
-            io.BytesIO(data), stop_before_pixels=True, specific_tags=list(keywords)
+            stream_of(data), stop_before_pixels=True, specific_tags=list(keywords)
         )
         values = [str(dataset.get(keyword, "") or "").strip() for keyword in keywords]
     except Exception:  # anything unreadable: ingest says why

@@ -2,6 +2,7 @@
 
 import io
 import json
+import tracemalloc
 
 import pytest
 import requests
@@ -12,8 +13,9 @@ from rest_framework.authtoken.models import Token
 
 from accounts.models import AuditEvent, Membership
 from accounts.roles import Role
-from pacs import storage
+from pacs import storage, tasks
 from pacs.dicom import synthetic
+from pacs.dicomweb import stow
 from pacs.models import Instance, Study
 from tests.dicomweb.conftest import client_as
 from tests.factories import member
@@ -235,3 +237,40 @@ def test_a_stored_study_gets_its_counts_and_thumbnail(live_server, image_store, 
     study = Study.objects.get()
     assert (study.number_of_instances, study.modalities_in_study) == (4, "CT")
     assert study.series.get().thumbnail_key
+
+
+def test_a_large_part_is_stored_from_disk_without_being_read_into_memory(
+    live_server, image_store, technologist, monkeypatch
+):
+    (instance,) = synthetic.ct_series(synthetic.StudySpec(), slices=1, rows=1500, columns=1500)
+    assert len(instance) > 4 * 1024 * 1024
+    peaks: list[int] = []
+    store_part = stow._store_part
+
+    def measured(*args, **kwargs):
+        tracemalloc.start()
+        try:
+            return store_part(*args, **kwargs)
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    monkeypatch.setattr(stow, "_store_part", measured)
+    # The follow-up tasks (thumbnail, upload) read the file on their own: run them after.
+    queued: list = []
+    monkeypatch.setattr(
+        tasks.spool_upload, "delay", lambda *a: queued.append((tasks.spool_upload, a))
+    )
+    monkeypatch.setattr(
+        tasks.study_refresh, "apply_async", lambda a, **_: queued.append((tasks.study_refresh, a))
+    )
+    response = post(live_server, technologist, body(instance))
+    assert response.status_code == 200, response.text
+    for task, arguments in queued:
+        task(*arguments)
+    assert storage.read(Instance.objects.get().storage_key) == instance
+    # Python allocations while the part was checked and stored: far below its size.
+    assert len(peaks) == 1
+    assert peaks[0] < len(instance) // 3, peaks
+    staging = storage._staging_root() / storage.STAGING_FOLDER
+    assert not any(staging.iterdir())
