@@ -21,6 +21,7 @@ import mmap
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,6 +229,43 @@ class StagedFile:
         """Drop the file unless it was installed (then its temporary name is gone)."""
         self.release()
         self.path.unlink(missing_ok=True)
+
+
+# An instance arriving as a file (a STOW-RS part, an upload) larger than this is staged
+# on disk and parsed from a mapping instead of being read into memory.
+STAGE_ABOVE_BYTES = 1024 * 1024
+_STAGE_CHUNK_BYTES = 1024 * 1024
+
+
+@contextlib.contextmanager
+def received(stream: IO[bytes], size: int) -> Iterator[tuple[bytes | mmap.mmap, StagedFile | None]]:
+    """(bytes, staged file) of an instance arriving as a file object: read into memory
+    when small; copied to a staged file and mapped when larger, so a 1 GB instance never
+    sits in memory. Pass both to `services.ingest`; the staged file is dropped on exit
+    unless ingest installed it. Raises OSError when it cannot be staged."""
+    if size <= STAGE_ABOVE_BYTES:
+        yield stream.read(), None
+        return
+    staged = StagedFile()
+    try:
+        buffer = bytearray(_STAGE_CHUNK_BYTES)
+        view = memoryview(buffer)
+        while count := stream.readinto(buffer):  # type: ignore[attr-defined]
+            staged.write(view[:count])
+        yield staged.contents(), staged
+    finally:
+        staged.discard()
+
+
+@contextlib.contextmanager
+def mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
+    """A file's bytes to ingest without reading it into memory (page cache instead)."""
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:  # an empty file cannot be mapped
+            yield b""
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            yield view
 
 
 def _staging_root() -> Path:

@@ -1,3 +1,5 @@
+import logging
+
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -8,7 +10,9 @@ from accounts.models import Facility
 from accounts.permissions import capability_required
 from accounts.roles import Capability
 from accounts.scoping import facility_ids_for
-from pacs import selectors, services
+from pacs import selectors, services, storage
+
+logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 2 * 1024**3
 
@@ -46,16 +50,22 @@ def upload(request: HttpRequest) -> HttpResponse:
     if upload_file.size > MAX_UPLOAD_BYTES:
         return JsonResponse({"error": "file larger than 2 GB"}, status=413)
     try:
-        result = services.ingest(
-            upload_file.read(),
-            facility=facility,
-            door=audit.Door.PAGE,
-            user=request.user,
-            actor=request.user.get_username(),
-            remote_addr=audit.client_address(request),
-        )
+        with storage.received(upload_file, upload_file.size) as (data, staged):
+            result = services.ingest(
+                data,
+                facility=facility,
+                door=audit.Door.PAGE,
+                user=request.user,
+                actor=request.user.get_username(),
+                remote_addr=audit.client_address(request),
+                staged=staged,
+            )
     except services.IngestError as error:
         return JsonResponse({"error": error.reason}, status=error.http_status)
+    except OSError:
+        logger.exception("cannot stage an uploaded file")
+        unavailable = "archive storage is unavailable; try again later"
+        return JsonResponse({"error": unavailable}, status=503)
     return JsonResponse(
         {"outcome": result.outcome.value, "sop_instance_uid": result.sop_instance_uid},
         status=201 if result.outcome == services.IngestOutcome.STORED else 200,

@@ -17,7 +17,6 @@ import json
 import logging
 import mmap
 from dataclasses import dataclass
-from typing import IO
 
 import pydicom
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
@@ -36,7 +35,6 @@ DICOM_JSON = "application/dicom+json"
 PRIVATE_CREATOR = "RADPACS"
 MAX_PART_BYTES = 2 * 1024**3  # as the upload page
 SPOOL_MEMORY_BYTES = 1024 * 1024  # a bigger part waits on disk while it arrives
-STAGE_CHUNK_BYTES = 1024 * 1024
 STATUS_STUDY_MISMATCH = 0xA900  # PS3.18 I.2.2 A9xx: the instance is not of the target study
 
 
@@ -213,36 +211,12 @@ def _store_part(
             services.STATUS_OUT_OF_RESOURCES,
             f"a part is larger than {MAX_PART_BYTES // 1024**3} GB",
         )
-    staged: storage.StagedFile | None = None
     try:
-        if part.size > SPOOL_MEMORY_BYTES:  # on disk already: staged, mapped, never read whole
-            staged = _stage(part.body)
-            data: bytes | mmap.mmap = staged.contents()
-        else:
-            data = part.body.read()
-    except OSError as error:
-        if staged is not None:
-            staged.discard()
+        with storage.received(part.body, part.size) as (data, staged):
+            return _ingest_part(data, staged, study_uid, facility, scope, remote_addr, session)
+    except OSError as error:  # the part could not be staged (disk full)
         logger.error("cannot stage a STOW-RS part: %s", error)
         return Failed("", "", services.STATUS_OUT_OF_RESOURCES, "archive storage is unavailable")
-    try:
-        return _ingest_part(data, staged, study_uid, facility, scope, remote_addr, session)
-    finally:
-        if staged is not None:
-            staged.discard()
-
-
-def _stage(body: IO[bytes]) -> storage.StagedFile:
-    staged = storage.StagedFile()
-    buffer = bytearray(STAGE_CHUNK_BYTES)
-    view = memoryview(buffer)
-    try:
-        while count := body.readinto(buffer):  # type: ignore[attr-defined]
-            staged.write(view[:count])
-    except BaseException:
-        staged.discard()
-        raise
-    return staged
 
 
 def _ingest_part(

@@ -49,3 +49,11 @@ def test_a_second_run_resumes_where_the_first_stopped(facility_a, legacy, study_
 def test_an_unknown_facility_is_an_error(legacy, db):
     with pytest.raises(CommandError, match="no active facility"):
         run(legacy)
+
+
+def test_an_empty_file_is_refused_and_the_rest_imported(facility_a, legacy):
+    (legacy / "empty.dcm").write_bytes(b"")
+    out, _ = run(legacy)
+    assert "imported 4, refused 2" in out
+    log = (legacy.parent / "legacy.import.log").read_text()
+    assert "empty.dcm\tnot a DICOM Part 10 file" in log

@@ -4,6 +4,7 @@ from django.urls import reverse
 
 from accounts.models import AuditEvent
 from accounts.roles import Role
+from pacs import storage
 from pacs.dicom import synthetic
 from pacs.models import Instance, Study
 from pacs.services import ingest, study_refresh
@@ -86,3 +87,23 @@ def test_a_referring_physician_sees_only_the_studies_they_referred(facility_a, c
     shown = list(client_for(doctor).get(reverse("pacs:study_list")).context["page"])
     assert [s.order for s in shown] == [mine]
     assert len(client_for(clerk).get(reverse("pacs:study_list")).context["page"]) == 2
+
+
+def _staged_files() -> list:
+    folder = storage._staging_root() / storage.STAGING_FOLDER
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
+def test_a_large_upload_is_staged_on_disk_and_stored_byte_for_byte(facility_a, study_spec):
+    client = client_for(member(facility_a, Role.TECHNOLOGIST))
+    data = synthetic.ct_instance(
+        study_spec, series_uid="1.2.3.4", series_number=1, instance_number=1, rows=900, columns=900
+    )
+    assert len(data) > storage.STAGE_ABOVE_BYTES
+    response = upload(client, data)
+    assert response.status_code == 201, response.json()
+    assert storage.read(Instance.objects.get().storage_key) == data
+    assert _staged_files() == []
+    garbage = upload(client, b"\x00" * (2 * storage.STAGE_ABOVE_BYTES))
+    assert garbage.status_code == 400 and "not a DICOM" in garbage.json()["error"]
+    assert _staged_files() == []

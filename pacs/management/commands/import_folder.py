@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from accounts import audit
 from accounts.models import Facility
-from pacs import services
+from pacs import services, storage
 
 DONE = {"stored", "already_stored", "kept_first", "overwritten"}
 
@@ -103,12 +103,13 @@ class Command(BaseCommand):
         with log_path.open("a", encoding="utf-8") as log_file:
             for done, path in enumerate(pending, start=1):
                 try:
-                    result = services.ingest(
-                        path.read_bytes(),
-                        facility=target,
-                        door=audit.Door.SYSTEM,
-                        actor=f"import:{folder.name}"[:150],
-                    )
+                    with storage.mapped(path) as data:  # a 2 GB file is not read into memory
+                        result = services.ingest(
+                            data,
+                            facility=target,
+                            door=audit.Door.SYSTEM,
+                            actor=f"import:{folder.name}"[:150],
+                        )
                     outcome, reason = result.outcome.value, ""
                     stored += 1
                 except services.IngestError as error:
