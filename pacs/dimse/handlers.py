@@ -11,6 +11,7 @@ import logging
 import mmap
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -112,13 +113,16 @@ def handle_echo(event: events.Event) -> int:
 
 
 def handle_store(event: events.Event) -> int | Dataset:
-    return store(
-        peer_of(event),
-        event.encoded_dataset(),
-        str(event.request.AffectedSOPInstanceUID or ""),
-        event.assoc.requestor.address,
-        session_of(event),
-    )
+    # pynetdicom wrote the data set to a temporary Part 10 file as it arrived
+    # (STORE_RECV_CHUNKED_DATASET, set by server.build_ae): mapped, not read into memory.
+    with storage.mapped(Path(event.dataset_path)) as data:
+        return store(
+            peer_of(event),
+            data,
+            str(event.request.AffectedSOPInstanceUID or ""),
+            event.assoc.requestor.address,
+            session_of(event),
+        )
 
 
 def store(

@@ -19,7 +19,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
@@ -110,6 +110,9 @@ EVENT_HANDLERS = [
 
 
 def build_ae() -> ArchiveAE:
+    # C-STORE data sets go to a temporary file as they arrive, not into memory
+    # (handlers.handle_store maps the file); storage_scp's associations stage theirs.
+    _config.STORE_RECV_CHUNKED_DATASET = True
     ae = ArchiveAE(ae_title=settings.DICOM_AE_TITLE)
     ae.maximum_associations = settings.DICOM_MAX_ASSOCIATIONS
     ae.maximum_pdu_size = settings.DICOM_MAX_PDU_SIZE
