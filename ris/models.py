@@ -144,7 +144,9 @@ class PatientIdentifier(models.Model):
     objects = FacilityScopedQuerySet.as_manager()
 
     class Meta:
-        ordering = ["patient", "type_code", "issuer", "value"]
+        # patient_id, not patient: ordering by the relation joins the patient table and
+        # sorts by name in every query of a patient's identifiers (contacts, insurance).
+        ordering = ["patient_id", "type_code", "issuer", "value"]
         constraints = [
             models.UniqueConstraint(
                 fields=["facility", "issuer", "value"], name="patient_identifier_unique"
@@ -189,7 +191,7 @@ class PatientContact(models.Model):
     email = models.EmailField(blank=True)
 
     class Meta:
-        ordering = ["patient", "id"]
+        ordering = ["patient_id", "id"]
 
     def __str__(self) -> str:
         return f"{self.display_name} ({self.get_relationship_display()})"
@@ -227,7 +229,7 @@ class PatientInsurance(models.Model):
     valid_until = models.DateField(null=True, blank=True, help_text="HL7 IN1-13.")
 
     class Meta:
-        ordering = ["patient", "rank", "id"]
+        ordering = ["patient_id", "rank", "id"]
         verbose_name_plural = "insurance"
         constraints = [
             models.CheckConstraint(condition=Q(rank__gte=1), name="patient_insurance_rank"),
