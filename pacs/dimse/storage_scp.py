@@ -453,7 +453,7 @@ def serve(sock: socket.socket, address: tuple[str, int], ae: Any, plan: Plan) ->
             address[0],
             os.getpid(),
         )
-        _data_phase(connection, ae, plan, address, session)
+        _data_phase(connection, plan, address, session)
     except ProtocolError as error:
         logger.warning("aborting the association from %s: %s", plan.calling_ae_title, error)
         with contextlib.suppress(OSError):
@@ -478,14 +478,13 @@ def serve(sock: socket.socket, address: tuple[str, int], ae: Any, plan: Plan) ->
 
 def _data_phase(
     connection: Connection,
-    ae: Any,
     plan: Plan,
     address: tuple[str, int],
     session: services.IngestSession,
 ) -> None:
     receiving: list[Message] = []  # the message in progress, for the cleanup below
     try:
-        _messages(connection, ae, plan, address, session, receiving)
+        _messages(connection, plan, address, session, receiving)
     finally:
         for message in receiving:  # the association ended in the middle of a data set
             message.discard()
@@ -493,7 +492,6 @@ def _data_phase(
 
 def _messages(
     connection: Connection,
-    ae: Any,
     plan: Plan,
     address: tuple[str, int],
     session: services.IngestSession,
