@@ -226,10 +226,7 @@ def test_a_store_on_a_context_of_another_sop_class_is_refused(listener, served):
             AffectedSOPInstanceUID="1.2.3.4",
         )
         sock.sendall(_pdu(1, 0x03, command) + _pdu(1, 0x02, b"\x08\x00\x16\x00\x00\x00\x00\x00"))
-        header = _recv_exact(sock, 6)
-        assert header[0] == 0x04
-        body = _recv_exact(sock, struct.unpack(">L", header[2:6])[0])
-        response = decode(BytesIO(body[6:]), True, True)
+        response = _response(sock)
         assert (response.CommandField, response.MessageIDBeingRespondedTo) == (0x8001, 7)
         assert response.Status == 0x0122
         assert response.AffectedSOPInstanceUID == "1.2.3.4"
