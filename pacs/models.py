@@ -135,7 +135,11 @@ class Instance(models.Model):
     built once at ingest, so /metadata is a concatenation of rows, never a file read.
     """
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: the unique (facility, sop_instance_uid) index leads with it,
+    # and every C-STORE would pay for a second one.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
     sop_instance_uid = models.CharField(max_length=64)
     sop_class_uid = models.CharField(max_length=64)
