@@ -119,15 +119,11 @@ def patient_create(
     (`selectors.possible_duplicates`): only the door can ask the user.
     """
     issuer = mrn_issuer or facility.mrn_issuer
-    if Patient.objects.filter(facility=facility, mrn_issuer=issuer, mrn=mrn).exists():
+    holder = selectors.patient_holding(facility=facility, value=mrn, issuer=issuer)
+    if holder is not None and (holder.mrn_issuer, holder.mrn) == (issuer, mrn):
         raise RisError(f"A patient with MRN {mrn} ({issuer}) is already registered here.")
-    holder = (
-        PatientIdentifier.objects.filter(facility=facility, issuer=issuer, value=mrn)
-        .select_related("patient")
-        .first()
-    )
     if holder is not None:
-        raise RisError(f"MRN {mrn} ({issuer}) is already an identifier of {holder.patient}.")
+        raise RisError(f"MRN {mrn} ({issuer}) is already an identifier of {holder}.")
     patient = Patient.objects.create(
         facility=facility,
         mrn=mrn,

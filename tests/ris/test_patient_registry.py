@@ -205,6 +205,36 @@ def test_a_merge_keeps_the_old_mrn_so_it_still_finds_the_survivor(facility_a):
     assert selectors.patient_by_identifier(facility=facility_a, value="100") == survivor
 
 
+def test_a_patient_id_finds_the_mrn_holder_before_an_identifier_holder(facility_a):
+    by_mrn = PatientFactory(facility=facility_a, mrn="300")
+    by_identifier = PatientFactory(facility=facility_a)
+    PatientIdentifierFactory(patient=by_identifier, value="300", issuer=facility_a.mrn_issuer)
+    PatientIdentifierFactory(patient=by_identifier, value="301", issuer="OTHER")
+
+    assert selectors.patient_holding(facility=facility_a, value="300") == by_mrn
+    assert selectors.patient_holding(facility=facility_a, value="301") is None, "other issuer"
+    assert selectors.patient_holding(facility=facility_a, value="301", issuer="OTHER") == (
+        by_identifier
+    )
+
+
+def test_a_patient_id_of_another_facility_finds_no_one(facility_a, facility_b):
+    PatientFactory(facility=facility_b, mrn="400", mrn_issuer=facility_a.mrn_issuer)
+    PatientIdentifierFactory(
+        patient=PatientFactory(facility=facility_b), value="401", issuer=facility_a.mrn_issuer
+    )
+    assert selectors.patient_holding(facility=facility_a, value="400") is None
+    assert selectors.patient_holding(facility=facility_a, value="401") is None
+
+
+def test_a_merged_records_mrn_is_held_by_it_and_answers_with_its_survivor(facility_a):
+    survivor = PatientFactory(facility=facility_a, mrn="100")
+    duplicate = PatientFactory(facility=facility_a, mrn="200")
+    merge(survivor, duplicate)
+    assert selectors.patient_holding(facility=facility_a, value="200") == duplicate
+    assert selectors.patient_by_identifier(facility=facility_a, value="200") == survivor
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [

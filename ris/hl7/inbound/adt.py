@@ -567,21 +567,20 @@ def _patient_upsert(message: Message, context: Context) -> Upsert:
     data = patient_data(message)
     facility = context.facility
     issuer = data.mrn_issuer or facility.mrn_issuer
-    patient = selectors.patient_by_identifier(facility=facility, value=data.mrn, issuer=issuer)
-    if patient is None:
+    holder = selectors.patient_holding(facility=facility, value=data.mrn, issuer=issuer)
+    if holder is None:
         patient = _patient_register(data, context)
         return Upsert(patient, outcome=f"Registered MRN {patient.mrn} ({patient.display_name})")
-    if (patient.mrn_issuer, patient.mrn) != (issuer, data.mrn):
-        merged = Patient.objects.filter(
-            facility=facility, mrn_issuer=issuer, mrn=data.mrn, merged_into__isnull=False
-        ).exists()
-        if merged:
-            return Upsert(
-                patient,
-                unchanged=f"MRN {data.mrn} was merged into MRN {patient.mrn}: "
-                "the closed record's details are not applied to the survivor.",
-            )
-    return _patient_refresh(patient, data, context)
+    if holder.merged_into_id is None:
+        return _patient_refresh(holder, data, context)
+    survivor = Patient.objects.get(pk=holder.merged_into_id)
+    if (holder.mrn_issuer, holder.mrn) == (issuer, data.mrn):
+        return Upsert(
+            survivor,
+            unchanged=f"MRN {data.mrn} was merged into MRN {survivor.mrn}: "
+            "the closed record's details are not applied to the survivor.",
+        )
+    return _patient_refresh(survivor, data, context)
 
 
 def _patient_register(data: PatientData, context: Context) -> Patient:
