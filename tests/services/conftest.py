@@ -153,6 +153,7 @@ def celery_worker(
     # The worker is not under pytest, so settings refuse the development key there.
     env.setdefault("SECRET_KEY", "services-test-worker-key-not-secret")
     env["PYTHONUNBUFFERED"] = "1"
+    env["DATABASE_CONN_MAX_AGE"] = "60"  # as docs/operations.md has production run it
     cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo"]
     cmd += ["--include", "tests.services.probe_tasks", "-l", "info", "-n", hostname]
     cmd += ["--without-gossip", "--without-mingle", "--without-heartbeat"]

@@ -1,6 +1,7 @@
 """Tasks that exist only for the broker-path tests; a worker loads them with --include."""
 
 from celery import Task
+from django.db import connection
 
 from config.celery import app
 
@@ -16,3 +17,13 @@ def fails_once(self: Task) -> int:
     if self.request.retries == 0:
         raise self.retry(exc=RuntimeError("first run fails on purpose"), countdown=0)
     return self.request.retries
+
+
+@app.task(name="tests.probe.database_backend")
+def database_backend() -> int | None:
+    """The PostgreSQL backend serving the worker's Django connection (None on SQLite)."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]

@@ -1,7 +1,9 @@
 """The broker path, once, for real: test process -> Redis -> worker -> Redis -> test process."""
 
+import os
 import time
 
+import psycopg
 import pytest
 import redis
 from celery import Celery
@@ -9,7 +11,7 @@ from celery.backends.redis import RedisBackend
 from celery.result import allow_join_result
 
 from tests.services.conftest import Worker
-from tests.services.probe_tasks import add, fails_once
+from tests.services.probe_tasks import add, database_backend, fails_once
 
 pytestmark = pytest.mark.services
 
@@ -47,3 +49,21 @@ def test_a_failing_task_is_retried_by_the_worker(
     with allow_join_result():
         assert result.get(timeout=RESULT_TIMEOUT) == 1
     _wait_for_log(worker=celery_worker, text=f"Task tests.probe.fails_once[{result.id}] retry")
+
+
+def test_a_worker_keeps_its_database_connection_and_replaces_one_that_was_dropped(
+    celery_on_redis: Celery, celery_worker: Worker
+) -> None:
+    def backend() -> int | None:
+        with allow_join_result():
+            return database_backend.delay().get(timeout=RESULT_TIMEOUT)
+
+    first = backend()
+    if first is None:
+        pytest.skip("the worker's database is SQLite: nothing to reconnect to")
+    assert backend() == first, "a new PostgreSQL connection for every task"
+
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [first])
+    replaced = backend()  # fails if the dead connection were used
+    assert replaced is not None and replaced != first
