@@ -6,6 +6,9 @@ thread owns a Django DB connection and keeps it from message to message (one con
 per message would cost more than the message); a connection that errored is checked and
 replaced.
 
+Stored messages are announced to the Celery workers by a thread of its own, several in
+one task when they arrive together (`Announcer`): the ACK does not wait for the broker.
+
 When a message cannot be stored (the database is down, an unexpected error) it is
 answered AR in original mode (HL7 table 0008: failed "for reasons unrelated to content
 or format", the sender decides to send it again) or CE in enhanced mode, with error 207
@@ -18,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +41,10 @@ READ_SIZE = 64 * 1024
 # How long a stop waits for connections in the middle of a message before cutting them.
 SHUTDOWN_GRACE = 30.0
 NOT_STORED = "Message not stored (temporary failure at the receiver): send it again."
+# How long the announcer waits for more stored messages before it sends a batch, and the
+# most it puts in one task.
+ANNOUNCE_LINGER = 0.005
+ANNOUNCE_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,75 @@ class _Connection:
     skipped: int = 0
 
 
+class Announcer:
+    """Queues stored messages for the workers from a thread of its own, in batches.
+
+    The ACK does not wait for the broker, and a busy interface pays for a task (its
+    publishing here, its dispatch in a worker) once per batch rather than once per
+    message. Ids still queued when the process dies are not lost: their rows wait as
+    received, and the periodic requeue sends them.
+    """
+
+    def __init__(self, publish: Callable[[list[int]], None] | None = None) -> None:
+        self._publish = publish or _publish
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hl7-announce", daemon=True)
+        self._thread.start()
+
+    def announce(self, message_id: int) -> None:
+        self._queue.put(message_id)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + ANNOUNCE_LINGER
+            while len(batch) < ANNOUNCE_BATCH:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                self._publish(batch)
+            except Exception:
+                logger.exception("HL7 messages %s not queued now: the periodic requeue will", batch)
+
+
+def _publish(message_ids: list[int]) -> None:
+    from ris.hl7 import tasks
+
+    tasks.process_messages.delay(message_ids)
+
+
+def _broker_in_use() -> bool:
+    """Whether tasks go through a broker (else they run in the caller, as under
+    `make run`'s defaults: then each message is applied before its ACK, as before)."""
+    from config.celery import app
+
+    return not app.conf.task_always_eager
+
+
 @dataclass
 class Listener:
-    """One listening socket. `start()`, then `shutdown()`; in between it serves."""
+    """One listening socket. `start()`, then `shutdown()`; in between it serves.
+    `announcer` is made at start when tasks go through a broker."""
 
     host: str
     port: int
     options: Options = field(default_factory=Options.from_settings)
+    announcer: Announcer | None = None
     _server: asyncio.Server | None = field(default=None, init=False)
     _executor: ThreadPoolExecutor | None = field(default=None, init=False)
     _connections: dict[asyncio.Task[None], _Connection] = field(default_factory=dict, init=False)
@@ -98,6 +169,8 @@ class Listener:
         return host, port
 
     async def start(self) -> None:
+        if self.announcer is None and _broker_in_use():
+            self.announcer = Announcer()
         self._executor = ThreadPoolExecutor(self.options.workers, thread_name_prefix="hl7-db")
         self._server = await asyncio.start_server(
             self._serve,
@@ -130,6 +203,8 @@ class Listener:
         if self._executor is not None:
             executor, workers = self._executor, self.options.workers
             await asyncio.get_running_loop().run_in_executor(None, _close_pool, executor, workers)
+        if self.announcer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.announcer.close)
         if self._server is not None:
             await self._server.wait_closed()
         logger.info("HL7 listener stopped")
@@ -206,7 +281,10 @@ class Listener:
     async def _answer(self, event: mllp.Event, connection: _Connection) -> Answer:
         if isinstance(event, bytes):
             loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(self._executor, receive, event, connection.peer)
+            announce = self.announcer.announce if self.announcer is not None else None
+            answer = await loop.run_in_executor(
+                self._executor, receive, event, connection.peer, announce
+            )
             connection.messages += 1
             if answer.code not in ("", ack.ACCEPT, ack.COMMIT_ACCEPT):
                 connection.refused += 1
@@ -235,10 +313,10 @@ class Listener:
 # ---- in a worker thread -----------------------------------------------------------------
 
 
-def receive(raw: bytes, peer: str) -> Answer:
+def receive(raw: bytes, peer: str, announce: Callable[[int], None] | None = None) -> Answer:
     """Store one message and make its framed answer; never raises."""
     try:
-        receipt = _receive(raw, peer)
+        receipt = _receive(raw, peer, announce)
     except Exception as error:
         if isinstance(error, db.DatabaseError):
             logger.error("HL7 message from %s not stored: %s", peer, error)
@@ -255,7 +333,7 @@ def receive(raw: bytes, peer: str) -> Answer:
     return Answer(encode(receipt.ack), code)
 
 
-def _receive(raw: bytes, peer: str) -> services.Receipt:
+def _receive(raw: bytes, peer: str, announce: Callable[[int], None] | None) -> services.Receipt:
     """`message_receive` on the thread's own DB connection, kept open from message to
     message (a connection per message would cost more than the message; CONN_MAX_AGE is
     for requests). A connection that errored is dropped; one that died while idle is
@@ -269,7 +347,7 @@ def _receive(raw: bytes, peer: str) -> services.Receipt:
             connection.errors_occurred = False
         pooled = connection.connection is not None
         try:
-            return services.message_receive(raw, peer=peer)
+            return services.message_receive(raw, peer=peer, announce=announce)
         except (db.OperationalError, db.InterfaceError) as error:
             connection.close()
             if attempt == 2 or not pooled:
@@ -402,8 +480,14 @@ def serve(
 class Background:
     """A listener on an event loop of its own thread (tests, embedding)."""
 
-    def __init__(self, host: str, port: int, options: Options | None = None) -> None:
-        self.listener = Listener(host, port, options or Options.from_settings())
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        options: Options | None = None,
+        announcer: Announcer | None = None,
+    ) -> None:
+        self.listener = Listener(host, port, options or Options.from_settings(), announcer)
         self._loop = asyncio.new_event_loop()
         # Bound here, so that a port in use raises here; served from the thread.
         self._loop.run_until_complete(self.listener.start())

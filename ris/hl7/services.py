@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -43,13 +44,16 @@ class Receipt:
     message_id: int
 
 
-def message_receive(raw: bytes, *, peer: str = "") -> Receipt:
+def message_receive(
+    raw: bytes, *, peer: str = "", announce: Callable[[int], None] | None = None
+) -> Receipt:
     """Store one message and decide its acknowledgement (HL7 v2.5.1 2.9).
 
     The row is committed before this returns, so the ACK the caller sends next is only
     ever sent for a message that is durable; an accepted message is queued for
-    processing once committed. Nothing received is dropped: a message we refuse is kept
-    too, with the reason, for the message log.
+    processing once committed (by `announce(id)` when given: the listener batches).
+    Nothing received is dropped: a message we refuse is kept too, with the reason, for
+    the message log.
     """
     row = InboundMessage(raw=raw, peer=peer[:64])
     header: parse.Header | None = None
@@ -91,13 +95,17 @@ def message_receive(raw: bytes, *, peer: str = "") -> Receipt:
                 row.processed_at = timezone.now()
         _insert(row)
         if row.status == Status.RECEIVED:
-            from ris.hl7 import tasks
-
             # Robust: the message is stored either way; a broker that is down must not
             # make the listener say "not stored" (the periodic requeue sends the task).
-            transaction.on_commit(lambda: tasks.process_message.delay(row.pk), robust=True)
+            transaction.on_commit(lambda: (announce or _process_soon)(row.pk), robust=True)
     wanted = header is None or ack.wanted(header, row.ack_code)
     return Receipt(ack=row.ack if wanted else None, message_id=row.pk)
+
+
+def _process_soon(message_id: int) -> None:
+    from ris.hl7 import tasks
+
+    tasks.process_message.delay(message_id)
 
 
 def _insert(row: InboundMessage) -> None:

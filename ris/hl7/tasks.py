@@ -22,6 +22,19 @@ def process_message(self, message_id: int) -> None:  # type: ignore[no-untyped-d
         raise self.retry(exc=error, countdown=min(300, 10 * 2**self.request.retries)) from error
 
 
+@shared_task(bind=True, acks_late=True, ignore_result=True)
+def process_messages(self, message_ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    """Apply messages the listener stored close together: one task for the batch, so a
+    busy interface pays for a task once per batch, not once per message. One that must
+    wait goes on with a task of its own (and its retries)."""
+    for message_id in message_ids:
+        try:
+            services.message_process(message_id)
+        except services.ProcessingDeferred:
+            if not self.request.is_eager:
+                process_message.apply_async((message_id,), countdown=10)
+
+
 @shared_task(acks_late=True)
 def requeue_waiting_messages() -> int:
     """Periodic safety net: messages stored but never applied (a lost task) are queued."""

@@ -20,7 +20,7 @@ from django.db import OperationalError, connection
 
 from ris.hl7 import listener as hl7_listener
 from ris.hl7 import services
-from ris.hl7.listener import Background, Options
+from ris.hl7.listener import Announcer, Background, Options
 from ris.hl7.mllp import Decoder, frame
 from ris.hl7.models import InboundMessage, Partner
 from tests.factories import FacilityFactory
@@ -236,10 +236,10 @@ def test_the_listener_survives_a_client_leaving_mid_frame(listener):
 def test_a_message_not_stored_is_answered_ar_send_again_and_the_next_is_stored(peer, monkeypatch):
     real = services.message_receive
 
-    def database_down(raw: bytes, *, peer: str = "") -> services.Receipt:
+    def database_down(raw: bytes, **kwargs) -> services.Receipt:
         if b"DOWN1" in raw:
             raise OperationalError("connection to server failed")
-        return real(raw, peer=peer)
+        return real(raw, **kwargs)
 
     monkeypatch.setattr(services, "message_receive", database_down)
     ack = peer.ask(ack_message("DOWN1"))
@@ -274,6 +274,62 @@ def test_a_pooled_db_connection_that_died_is_replaced_without_losing_the_message
     assert InboundMessage.objects.filter(control_id__startswith="AFTERKILL").count() == 8
 
 
+def test_with_a_broker_each_stored_message_is_announced_once_after_its_ack(his):
+    batches: list[list[int]] = []
+    running = Background("127.0.0.1", 0, OPTIONS, announcer=Announcer(publish=batches.append))
+    client = Peer(running.address)
+    try:
+        client.send(b"".join(frame(admit(f"ANN{n}", mrn=f"9{n}")) for n in range(20)))
+        assert {field(a, "MSA", 1) for a in client.acks(20)} == {"AA"}
+    finally:
+        client.close()
+        running.stop(grace=5)  # sends what is still queued
+    announced = [message_id for batch in batches for message_id in batch]
+    stored_ids = InboundMessage.objects.filter(control_id__startswith="ANN").values_list(
+        "id", flat=True
+    )
+    assert sorted(announced) == sorted(stored_ids) and len(stored_ids) == 20
+    assert all(len(batch) <= hl7_listener.ANNOUNCE_BATCH for batch in batches)
+    # Tasks went to the announcer, none ran here: the rows wait for a worker.
+    assert not InboundMessage.objects.exclude(status=InboundMessage.Status.RECEIVED).exists()
+
+
+def test_the_announcer_sends_what_queued_meanwhile_as_batches_in_order():
+    all_queued = threading.Event()
+    batches: list[list[int]] = []
+
+    def publish(batch: list[int]) -> None:
+        batches.append(batch)
+        all_queued.wait(5)  # the first send is slow: the rest queue up behind it
+
+    announcer = Announcer(publish=publish)
+    for message_id in range(1, 121):
+        announcer.announce(message_id)
+    all_queued.set()
+    announcer.close()
+    assert [message_id for batch in batches for message_id in batch] == list(range(1, 121))
+    assert max(len(batch) for batch in batches) == hl7_listener.ANNOUNCE_BATCH
+    assert len(batches) <= 4
+
+
+def test_a_batch_the_broker_refused_is_logged_and_later_ones_are_still_sent(caplog):
+    sent: list[list[int]] = []
+
+    def publish(batch: list[int]) -> None:
+        if not sent and 1 in batch:
+            sent.append([])
+            raise ConnectionError("broker down")
+        sent.append(batch)
+
+    announcer = Announcer(publish=publish)
+    announcer.announce(1)
+    time.sleep(0.2)
+    announcer.announce(2)
+    announcer.close()
+    assert sent == [[], [2]]
+    assert "not queued now: the periodic requeue will" in caplog.text
+
+
 def test_an_idle_connection_is_closed(his):
     running = run(Options(idle_timeout=0.3, workers=1))
     try:
@@ -306,10 +362,10 @@ def test_stopping_finishes_the_message_in_flight_then_refuses(his, monkeypatch):
     real = services.message_receive
     arrived = threading.Event()
 
-    def slow(raw: bytes, *, peer: str = "") -> services.Receipt:
+    def slow(raw: bytes, **kwargs) -> services.Receipt:
         arrived.set()
         time.sleep(0.5)
-        return real(raw, peer=peer)
+        return real(raw, **kwargs)
 
     monkeypatch.setattr(services, "message_receive", slow)
     running = run()

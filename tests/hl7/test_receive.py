@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from ris.hl7 import services
+from ris.hl7 import services, tasks
 from ris.hl7.inbound import HANDLERS, Handler
 from ris.hl7.models import InboundMessage, OutboundMessage, Partner
 from ris.models import Patient
@@ -220,6 +220,24 @@ def test_an_unexpected_error_is_retried_then_set_aside_without_blocking_the_pati
     row = InboundMessage.objects.get(pk=receipt.message_id)
     assert row.status == Status.FAILED
     assert "database on fire" in row.error
+
+
+def test_messages_announced_together_are_applied_by_one_task_in_arrival_order(
+    default_facility, django_capture_on_commit_callbacks
+):
+    announced: list[int] = []
+    with django_capture_on_commit_callbacks(execute=True):
+        for n, family in enumerate(["Smith", "Jones", "Brown"]):
+            services.message_receive(
+                admit(f"BATCH{n}", family=family), peer="x", announce=announced.append
+            )
+    assert len(announced) == 3
+    assert set(InboundMessage.objects.values_list("status", flat=True)) == {Status.RECEIVED}
+
+    tasks.process_messages.delay(announced)
+
+    assert set(InboundMessage.objects.values_list("status", flat=True)) == {Status.PROCESSED}
+    assert Patient.objects.get(mrn="123").family_name == "Brown"
 
 
 def test_messages_whose_task_was_lost_are_queued_again(
