@@ -15,6 +15,7 @@ from django.db import models
 from django.http import HttpRequest
 
 from accounts.models import AuditEvent, AuditEventPatient, Facility, User
+from config import plain_sql
 
 Action = AuditEvent.Action
 Door = AuditEvent.Door
@@ -75,7 +76,7 @@ def record(
             fields["facility_id"] = facility.pk
     if not actor:
         actor = user.get_username() if user is not None else "anonymous"
-    event = AuditEvent.objects.create(
+    event = AuditEvent(
         action=action,
         door=door,
         user=user if user is not None and user.is_authenticated else None,
@@ -85,6 +86,7 @@ def record(
         detail=detail or {},
         **fields,
     )
+    plain_sql.insert(event)  # one per audited request or message: built once
     if patient_ids:
         AuditEventPatient.objects.bulk_create(
             AuditEventPatient(event=event, patient_id=pid) for pid in sorted(set(patient_ids))

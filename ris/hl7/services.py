@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Facility
+from config import plain_sql
 from ris.hl7 import ack, outbox, parse
 from ris.hl7.inbound import HANDLERS, Context, Handler, NothingToDo, adt
 from ris.hl7.models import InboundMessage, Partner
@@ -93,7 +94,7 @@ def message_receive(
                 row.status = Status.DUPLICATE
                 row.duplicate_of = original
                 row.processed_at = timezone.now()
-        _insert(row)
+        plain_sql.insert(row)  # the ORM's building of it cost more than running it
         if row.status == Status.RECEIVED:
             # Robust: the message is stored either way; a broker that is down must not
             # make the listener say "not stored" (the periodic requeue sends the task).
@@ -106,33 +107,6 @@ def _process_soon(message_id: int) -> None:
     from ris.hl7 import tasks
 
     tasks.process_message.delay(message_id)
-
-
-def _insert(row: InboundMessage) -> None:
-    """`row.save(force_insert=True)` in one plain statement: every message the listener
-    stores is one insert, and the ORM's building of it cost more than running it. Values
-    are prepared by the fields themselves (`pre_save` fills received_at)."""
-    fields = _insert_fields()
-    values = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(), values)
-        row.pk = cursor.fetchone()[0]
-    row._state.adding = False
-    row._state.db = connection.alias
-
-
-@functools.cache
-def _insert_fields() -> tuple:
-    return tuple(field for field in InboundMessage._meta.concrete_fields if not field.primary_key)
-
-
-@functools.cache
-def _insert_sql() -> str:
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in _insert_fields())
-    placeholders = ", ".join(["%s"] * len(_insert_fields()))
-    table = quote(InboundMessage._meta.db_table)
-    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {quote('id')}"  # noqa: S608
 
 
 def _order_queue(facility: Facility, order_number: str) -> str:

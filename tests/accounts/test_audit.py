@@ -61,6 +61,27 @@ def test_a_change_is_audited_in_its_own_transaction(clerk, facility_a):
     assert (event.user, event.object_id) == (clerk, str(order.pk))
 
 
+def test_a_recorded_event_reads_back_as_written(clerk, facility_a):
+    patient = PatientFactory(facility=facility_a)
+    event = audit.record(
+        action=audit.Action.UPDATE,
+        door=audit.Door.HL7,
+        user=clerk,
+        obj=patient,
+        remote_addr="2001:db8::1",
+        path="/x" * 300,
+        detail={"changed": {"family_name": ["Müller", "Muller"]}, "n": [1, None]},
+        patient_ids=[patient.pk],
+    )
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert (stored.user, stored.actor, stored.facility) == (clerk, "clerk", facility_a)
+    assert (stored.object_type, stored.patient_id) == ("patient", patient.pk)
+    assert stored.detail == {"changed": {"family_name": ["Müller", "Muller"]}, "n": [1, None]}
+    assert (stored.remote_addr, len(stored.path)) == ("2001:db8::1", 500)
+    assert stored.at == event.at is not None
+    assert list(stored.patients.values_list("patient_id", flat=True)) == [patient.pk]
+
+
 def test_audit_rows_cannot_be_changed_or_deleted_through_the_app(clerk):
     event = audit.record(action="view", door="page", user=clerk, object_type="patient")
     event.action = "delete"
