@@ -35,6 +35,9 @@ DICOM_JSON = "application/dicom+json"
 PRIVATE_CREATOR = "RADPACS"
 MAX_PART_BYTES = 2 * 1024**3  # as the upload page
 SPOOL_MEMORY_BYTES = 1024 * 1024  # a bigger part waits on disk while it arrives
+# The body is read in steps this large: gunicorn reads ahead up to 1 MiB and copies what
+# it holds on every smaller read (64 KiB steps cost a STOW-RS request 2x the CPU).
+READ_BYTES = 1024 * 1024
 STATUS_STUDY_MISMATCH = 0xA900  # PS3.18 I.2.2 A9xx: the instance is not of the target study
 
 
@@ -70,7 +73,11 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     session = services.IngestSession()
     try:
         for part in multipart.parts(
-            stream, boundary, spool_size=SPOOL_MEMORY_BYTES, max_part_size=MAX_PART_BYTES
+            stream,
+            boundary,
+            chunk_size=READ_BYTES,
+            spool_size=SPOOL_MEMORY_BYTES,
+            max_part_size=MAX_PART_BYTES,
         ):
             results.append(
                 _store_part(part, declared_type, study_uid, facility, scope, remote_addr, session)
