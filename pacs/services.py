@@ -122,8 +122,17 @@ def ingest(
             raise IngestError(
                 "dataset SOP Instance UID differs from the request's", STATUS_DATASET_MISMATCH
             )
-        key, digest = pending.key()
-        created_file = pending.install()
+        cache_key = (facility.pk, header.study_instance_uid, header.series_instance_uid)
+        known = session.series.get(cache_key) if session is not None else None
+        # The steady state of a push (its series known, the data set staged): the file's
+        # fsyncs and the row's commit run at once; the answer waits for both.
+        overlapped = known is not None and staged is not None
+        if overlapped:
+            key, digest = pending.installing()
+            created_file = False  # known once install() returns
+        else:
+            key, digest = pending.key()
+            created_file = pending.install()
     except DicomParseError as error:
         pending.discard()
         logger.warning("refused instance from %s (%s): %s", actor or door, door, error)
@@ -137,8 +146,6 @@ def ingest(
         raise
 
     audit_context = {"door": door, "user": user, "actor": actor, "remote_addr": remote_addr}
-    cache_key = (facility.pk, header.study_instance_uid, header.series_instance_uid)
-    known = session.series.get(cache_key) if session is not None else None
     try:
         if known is not None:  # one statement, committed on its own
             series_id, study_id = known
@@ -156,8 +163,20 @@ def ingest(
     except BaseException:
         if session is not None:
             session.series.clear()  # a remembered row may be what is gone
+        if overlapped:
+            created_file = _install_settled(pending)
         _discard_unreferenced(key, created_file)
         raise
+    if overlapped:
+        try:
+            created_file = pending.install()
+        except OSError as error:
+            if inserted is not None:  # committed, but its file is not durable: take it back
+                Instance.objects.filter(pk=inserted[0]).delete()
+            logger.error("cannot store an instance from %s: %s", actor or door, error)
+            raise IngestError(
+                "archive storage is unavailable", STATUS_OUT_OF_RESOURCES, 503
+            ) from error
 
     if inserted is None:  # the SOP instance was already stored
         existing = (
@@ -380,6 +399,14 @@ def _resend(
         header.sop_class_uid,
         header.sop_instance_uid,
     )
+
+
+def _install_settled(pending: storage.PendingPut) -> bool:
+    """Wait for a put the writer names; whether it made the file (False if it failed)."""
+    try:
+        return pending.install()
+    except OSError:
+        return False
 
 
 def _discard_unreferenced(key: str, created: bool) -> None:

@@ -287,6 +287,8 @@ class PendingPut:
     def __init__(self, data: bytes) -> None:
         self._future: Future[Prepared] = _writer_pool().submit(self._prepare, data)
         self._settled = False
+        self._staged: StagedFile | None = None
+        self._named_by_writer = False
 
     @classmethod
     def of_staged(cls, staged: StagedFile) -> PendingPut:
@@ -295,7 +297,35 @@ class PendingPut:
         pending = cls.__new__(cls)
         pending._future = _writer_pool().submit(cls._prepare_staged, staged)
         pending._settled = False
+        pending._staged = staged
+        pending._named_by_writer = False
         return pending
+
+    def installing(self) -> tuple[str, str]:
+        """(storage key, sha256) of a staged file at once, and the file named by the
+        writer as soon as its fsync is done: the caller writes its index row meanwhile
+        and answers only after `install()` (which then waits) returned. Until then the
+        row may name a file that is not there yet; after a crash in between, the sender
+        (who got no answer) sends again and that put names the file."""
+        if self._staged is None:
+            raise ValueError("installing() is for staged files, whose digest is known")
+        digest = self._staged.digest()
+        named: Future[Prepared] = Future()
+
+        def name(prepared: Future[Prepared]) -> None:  # in the writer thread
+            try:
+                _, _, target, temporary = result = prepared.result()
+                if temporary is not None:
+                    _install(temporary, target)
+            except BaseException as error:
+                named.set_exception(error)
+            else:
+                named.set_result(result)
+
+        self._future.add_done_callback(name)
+        self._future = named
+        self._named_by_writer = True
+        return key_of(digest), digest
 
     @staticmethod
     def _prepare_staged(staged: StagedFile) -> Prepared:
@@ -331,7 +361,8 @@ class PendingPut:
         self._settled = True
         if temporary is None:
             return False
-        _install(temporary, target)
+        if not self._named_by_writer:
+            _install(temporary, target)
         if _target(key)[1]:
             _queue_upload(key)
         return True
@@ -345,7 +376,7 @@ class PendingPut:
             temporary = self._future.result()[3]
         except OSError:
             return
-        if temporary is not None:
+        if temporary is not None and not self._named_by_writer:
             temporary.unlink(missing_ok=True)
 
 

@@ -358,3 +358,70 @@ def test_a_push_session_indexes_each_further_instance_with_few_queries(
     with django_assert_max_num_queries(5):
         ingest(small_ct(study_spec, 2), facility=facility_a, door="dimse", session=session)
     assert Instance.objects.count() == 2
+
+
+def _ingest_staged(data: bytes, **kwargs) -> services.IngestResult:
+    """As the DIMSE door does: the data set written to a staged file as it arrived."""
+    staged = storage.StagedFile()
+    try:
+        staged.write(data)
+        return ingest(staged.contents(), staged=staged, **kwargs)
+    finally:
+        staged.discard()
+
+
+def test_in_a_push_each_further_file_is_named_while_its_row_is_written(
+    facility_a, study_spec, image_store, monkeypatch
+):
+    overlapped = []
+    installing = storage.PendingPut.installing
+
+    def spy(self):
+        overlapped.append(True)
+        return installing(self)
+
+    monkeypatch.setattr(storage.PendingPut, "installing", spy)
+    session = services.IngestSession()
+    instances = [small_ct(study_spec, number) for number in (1, 2, 3)]
+    for data in instances:
+        _ingest_staged(data, facility=facility_a, door="dimse", session=session)
+    assert len(overlapped) == 2, "the first instance of a series creates rows: not overlapped"
+    stored = Instance.objects.order_by("instance_number")
+    assert [storage.read(i.storage_key) for i in stored] == instances
+    assert len(stored_files(image_store)) == 3
+
+
+def test_a_file_that_cannot_be_made_durable_takes_its_committed_row_back(
+    facility_a, study_spec, image_store, monkeypatch
+):
+    session = services.IngestSession()
+    _ingest_staged(small_ct(study_spec, 1), facility=facility_a, door="dimse", session=session)
+
+    def disk_failed(temporary, target):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage, "_install", disk_failed)
+    with pytest.raises(IngestError) as refused:
+        _ingest_staged(small_ct(study_spec, 2), facility=facility_a, door="dimse", session=session)
+    assert refused.value.dicom_status == services.STATUS_OUT_OF_RESOURCES
+    assert list(Instance.objects.values_list("instance_number", flat=True)) == [1]
+    assert len(stored_files(image_store)) == 1
+    staging = storage._staging_root() / storage.STAGING_FOLDER
+    assert not any(staging.iterdir()), "the staged file is not left behind"
+
+
+def test_a_row_whose_file_a_crash_lost_before_the_answer_gets_it_back_when_resent(
+    facility_a, study_spec, image_store
+):
+    session = services.IngestSession()
+    first, second = small_ct(study_spec, 1), small_ct(study_spec, 2)
+    _ingest_staged(first, facility=facility_a, door="dimse", session=session)
+    _ingest_staged(second, facility=facility_a, door="dimse", session=session)
+    lost = Instance.objects.get(instance_number=2)
+    storage.delete(lost.storage_key)  # committed, then the process died before the rename
+
+    again = _ingest_staged(second, facility=facility_a, door="dimse")  # no answer: resent
+
+    assert again.instance_id == lost.pk
+    assert storage.read(lost.storage_key) == second
+    assert Instance.objects.count() == 2
