@@ -173,6 +173,7 @@ def ingest(
         except OSError as error:
             if inserted is not None:  # committed, but its file is not durable: take it back
                 Instance.objects.filter(pk=inserted[0]).delete()
+            _discard_unreferenced(key, True)  # renamed, then the folder's fsync failed
             logger.error("cannot store an instance from %s: %s", actor or door, error)
             raise IngestError(
                 "archive storage is unavailable", STATUS_OUT_OF_RESOURCES, 503

@@ -398,6 +398,7 @@ def test_a_file_that_cannot_be_made_durable_takes_its_committed_row_back(
     _ingest_staged(small_ct(study_spec, 1), facility=facility_a, door="dimse", session=session)
 
     def disk_failed(temporary, target):
+        temporary.rename(target)  # named, then the folder's fsync fails
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(storage, "_install", disk_failed)
