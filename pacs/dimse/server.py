@@ -159,6 +159,15 @@ class SharedSocketServer(ReusePortServer):
 
     listening: socket.socket
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Connections accepted here whose finish_request has not returned: a storage
+        # association is served within it, and it counts from the accept on (its thread
+        # registers the association a moment later: without this, a burst of
+        # connections went to whichever process woke first).
+        self._handling = 0
+        self._handling_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
     def server_bind(self) -> None:
         self.socket.close()
         self.socket = self.listening
@@ -173,12 +182,35 @@ class SharedSocketServer(ReusePortServer):
         self.socket.close()
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        serving = sum(1 for assoc in self.ae.active_associations if assoc.is_acceptor)
+        serving = max(
+            self._handling,
+            sum(1 for assoc in self.ae.active_associations if assoc.is_acceptor),
+        )
         if serving:
             time.sleep(ACCEPT_DEFERRAL * min(serving, 4))
         # Non-blocking: BlockingIOError (an OSError, which socketserver ignores) when a
         # sibling took the connection meanwhile.
         return self.socket.accept()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Counted here, on the accepting thread, before the next accept."""
+        with self._handling_lock:
+            self._handling += 1
+        try:
+            super().process_request(request, client_address)  # starts the thread
+        except BaseException:
+            self._handled()
+            raise
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            self._handled()
+
+    def _handled(self) -> None:
+        with self._handling_lock:
+            self._handling -= 1
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
