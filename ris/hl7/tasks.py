@@ -1,8 +1,17 @@
 """Celery adapters of the HL7 interfaces: take ids, call a service, retry on failure."""
 
+import logging
+
 from celery import shared_task
+from django.db import DatabaseError
 
 from ris.hl7 import services
+
+logger = logging.getLogger(__name__)
+
+# How many more waiting messages a batch task takes besides its own (see
+# services.messages_process).
+DRAIN = 50
 
 
 @shared_task(
@@ -27,12 +36,22 @@ def process_messages(self, message_ids: list[int]) -> None:  # type: ignore[no-u
     """Apply messages the listener stored close together: one task for the batch, so a
     busy interface pays for a task once per batch, not once per message. One that must
     wait goes on with a task of its own (and its retries)."""
-    for message_id in message_ids:
+    try:
+        outcome = services.messages_process(
+            message_ids, drain=0 if self.request.is_eager else DRAIN
+        )
+    except DatabaseError:  # e.g. a deadlock with another batch: one at a time instead
+        logger.warning("HL7 batch %s rolled back: applying one by one", message_ids)
+        outcome = services.BatchOutcome(applied=0, behind=list(message_ids), deferred=[])
+    for message_id in outcome.behind:
         try:
             services.message_process(message_id)
         except services.ProcessingDeferred:
             if not self.request.is_eager:
                 process_message.apply_async((message_id,), countdown=10)
+    if not self.request.is_eager:
+        for message_id in outcome.deferred:
+            process_message.apply_async((message_id,), countdown=10)
 
 
 @shared_task(acks_late=True)

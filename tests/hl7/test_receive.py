@@ -4,8 +4,10 @@ duplicates applied once, one patient's messages applied in arrival order."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from ris.hl7 import services, tasks
@@ -238,6 +240,126 @@ def test_messages_announced_together_are_applied_by_one_task_in_arrival_order(
 
     assert set(InboundMessage.objects.values_list("status", flat=True)) == {Status.PROCESSED}
     assert Patient.objects.get(mrn="123").family_name == "Brown"
+
+
+def _stored(capture, *messages: bytes) -> list[int]:
+    with capture(execute=False):
+        return [services.message_receive(raw, peer="x").message_id for raw in messages]
+
+
+def test_a_batch_leaves_a_queue_whose_earlier_message_waits_outside_it(
+    default_facility, django_capture_on_commit_callbacks
+):
+    first, second, other = _stored(
+        django_capture_on_commit_callbacks,
+        admit("Q1", family="Smith"),
+        admit("Q2", family="Jones"),
+        admit("Q3", family="Brown", mrn="456"),
+    )
+
+    outcome = services.messages_process([second, other])
+
+    assert (outcome.applied, outcome.behind, outcome.deferred) == (1, [second], [])
+    statuses = dict(InboundMessage.objects.values_list("id", "status"))
+    assert statuses == {first: Status.RECEIVED, second: Status.RECEIVED, other: Status.PROCESSED}
+    # The task hands it to the one-message path, which applies the queue in order.
+    tasks.process_messages.delay([second])
+    assert Patient.objects.get(mrn="123").family_name == "Jones"
+    assert set(InboundMessage.objects.values_list("status", flat=True)) == {Status.PROCESSED}
+
+
+def test_an_unexpected_error_in_a_batch_holds_its_queue_only(
+    default_facility, django_capture_on_commit_callbacks, monkeypatch
+):
+    applying = HANDLERS["ADT^A01"]
+
+    def explode_on_boom(message, context):
+        if "Boom" in message.text:
+            raise RuntimeError("database on fire")
+        return applying.apply(message, context)
+
+    monkeypatch.setitem(
+        HANDLERS, "ADT^A01", Handler(apply=explode_on_boom, required_segments=("PID",))
+    )
+    boom, after, other = _stored(
+        django_capture_on_commit_callbacks,
+        admit("B1", family="Boom"),
+        admit("B2", family="Jones"),
+        admit("B3", family="Brown", mrn="456"),
+    )
+
+    outcome = services.messages_process([boom, after, other])
+
+    assert (outcome.applied, outcome.behind, outcome.deferred) == (1, [], [boom, after])
+    rows = {row.pk: row for row in InboundMessage.objects.all()}
+    assert (rows[boom].status, rows[boom].attempts) == (Status.RECEIVED, 1)
+    assert "database on fire" in rows[boom].error
+    assert (rows[after].status, rows[after].attempts) == (Status.RECEIVED, 0)
+    assert rows[other].status == Status.PROCESSED
+    assert not Patient.objects.filter(mrn="123").exists()
+
+
+def test_a_batch_of_messages_done_already_applies_nothing_again(
+    default_facility, django_capture_on_commit_callbacks
+):
+    ids = _stored(django_capture_on_commit_callbacks, admit("D1"), admit("D2", family="Jones"))
+    services.messages_process(ids)
+
+    assert services.messages_process(ids) == services.BatchOutcome(0, [], [])
+    assert Patient.objects.get(mrn="123").family_name == "Jones"
+
+
+def test_a_batch_drains_waiting_messages_oldest_first_but_not_those_tried_before(
+    default_facility, django_capture_on_commit_callbacks
+):
+    tried, first, second, other = _stored(
+        django_capture_on_commit_callbacks,
+        admit("T1", mrn="789"),
+        admit("W1", family="Jones"),
+        admit("W2", family="Brown"),
+        admit("W3", family="White", mrn="456"),
+    )
+    InboundMessage.objects.filter(pk=tried).update(attempts=1)  # waits for its retry
+
+    outcome = services.messages_process([other], drain=10)
+
+    assert (outcome.applied, outcome.behind, outcome.deferred) == (3, [], [])
+    assert Patient.objects.get(mrn="123").family_name == "Brown"  # W1, then W2
+    assert Patient.objects.get(mrn="456").family_name == "White"
+    assert InboundMessage.objects.get(pk=tried).status == Status.RECEIVED
+    assert services.messages_process([first, second], drain=10).applied == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks of two connections")
+def test_a_batch_leaves_messages_another_worker_holds_without_waiting(default_facility):
+    ids = [
+        services.message_receive(raw, peer="x", announce=lambda _id: None).message_id
+        for raw in (admit("L1"), admit("L2", family="Brown", mrn="456"))
+    ]
+    holding, release = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        try:
+            with transaction.atomic():
+                InboundMessage.objects.select_for_update().get(pk=ids[0])
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    try:
+        assert holding.wait(10)
+        # Waiting on the lock would have applied both once the other worker let go.
+        outcome = services.messages_process(ids)
+    finally:
+        release.set()
+        worker.join()
+    assert (outcome.applied, outcome.behind) == (1, [ids[0]])
+    assert InboundMessage.objects.get(pk=ids[0]).status == Status.RECEIVED
+    assert InboundMessage.objects.get(pk=ids[1]).status == Status.PROCESSED
 
 
 def test_messages_whose_task_was_lost_are_queued_again(
