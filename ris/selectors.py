@@ -125,33 +125,44 @@ def patient_by_identifier(*, facility: Facility, value: str, issuer: str = "") -
     return patient
 
 
-def patient_holding(*, facility: Facility, value: str, issuer: str = "") -> Patient | None:
+def patient_holding(
+    *, facility: Facility, value: str, issuer: str = "", lock: bool = False
+) -> Patient | None:
     """The record (live or merged) whose MRN is this Patient ID + issuer, else the one
-    holding it as another identifier.
+    holding it as another identifier; `lock`: row-locked for the caller's transaction
+    (as `select_for_update`), so an update can go on from it without reading it again.
 
     One plain statement: every HL7 message and every new study asks this, and Django's
     building of the two lookups it replaces cost more than running them.
     """
     issuer = issuer or facility.mrn_issuer
-    rows = Patient.objects.raw(_patient_holding_sql(), [facility.pk, issuer, value] * 2)
+    lock = lock and connection.features.has_select_for_update
+    rows = Patient.objects.raw(_patient_holding_sql(lock), [facility.pk, issuer, value] * 2)
     return next(iter(rows), None)
 
 
 @functools.cache
-def _patient_holding_sql() -> str:
+def _patient_holding_sql(lock: bool) -> str:
     """Names from the models, values as parameters: the MRN's holder ranks first, and
     each half is one unique index's lookup."""
     quote = connection.ops.quote_name
     patients = quote(Patient._meta.db_table)
     identifiers = quote(PatientIdentifier._meta.db_table)
     columns = ", ".join(f"p.{quote(field.column)}" for field in Patient._meta.concrete_fields)
-    return (
-        f"SELECT * FROM (SELECT {columns}, 0 AS by_identifier FROM {patients} p "  # noqa: S608
+    holder = (
+        f"SELECT {columns}, 0 AS by_identifier FROM {patients} p "  # noqa: S608
         "WHERE p.facility_id = %s AND p.mrn_issuer = %s AND p.mrn = %s "
         f"UNION ALL SELECT {columns}, 1 FROM {patients} p "
         f"JOIN {identifiers} i ON i.patient_id = p.id "
-        "WHERE i.facility_id = %s AND i.issuer = %s AND i.value = %s) holders "
+        "WHERE i.facility_id = %s AND i.issuer = %s AND i.value = %s "
         "ORDER BY by_identifier LIMIT 1"
+    )
+    if not lock:
+        return holder
+    # FOR UPDATE cannot lock the rows of a UNION: lock the one row it names.
+    return (
+        f"SELECT {columns} FROM {patients} p "  # noqa: S608
+        f"WHERE p.id = (SELECT id FROM ({holder}) holders) FOR UPDATE"
     )
 
 

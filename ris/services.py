@@ -169,15 +169,18 @@ def patient_update(
     identifiers: Sequence[Row] | None = None,
     contacts: Sequence[Row] | None = None,
     insurance: Sequence[Row] | None = None,
+    already_locked: bool = False,
     **fields: Any,
 ) -> Patient:
     """Change demographics (any of PATIENT_DETAIL_FIELDS) and, when given, replace the
     lists of identifiers, contacts and insurance; the audit row says what changed, old
-    and new. A merged record is closed: its survivor is the one to edit."""
+    and new. A merged record is closed: its survivor is the one to edit.
+    `already_locked`: the caller read `patient` under a row lock in this transaction
+    (`selectors.patient_holding(lock=True)`), so it is not read again."""
     unknown = set(fields) - set(PATIENT_DETAIL_FIELDS)
     if unknown:
         raise ValueError(f"patient_update cannot set {', '.join(sorted(unknown))}")
-    locked = Patient.objects.select_for_update().get(pk=patient.pk)
+    locked = patient if already_locked else Patient.objects.select_for_update().get(pk=patient.pk)
     if locked.merged_into_id is not None:
         survivor = Patient.objects.get(pk=locked.merged_into_id)
         raise RisError(f"This record was merged into {survivor}: edit that one instead.")

@@ -4,7 +4,8 @@ and the duplicate warning."""
 import datetime as dt
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import AuditEvent
 from pacs.models import Study
@@ -216,6 +217,20 @@ def test_a_patient_id_finds_the_mrn_holder_before_an_identifier_holder(facility_
     assert selectors.patient_holding(facility=facility_a, value="301", issuer="OTHER") == (
         by_identifier
     )
+
+
+@pytest.mark.parametrize("held_as", ["mrn", "identifier"])
+def test_a_patient_id_looked_up_for_an_update_is_row_locked(facility_a, held_as):
+    patient = PatientFactory(facility=facility_a, mrn="500")
+    PatientIdentifierFactory(patient=patient, value="501", issuer=facility_a.mrn_issuer)
+    value = "500" if held_as == "mrn" else "501"
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        found = selectors.patient_holding(facility=facility_a, value=value, lock=True)
+    assert found == patient
+    assert found.family_name == patient.family_name  # a whole record, as without the lock
+    locking = connection.features.has_select_for_update
+    assert queries[0]["sql"].endswith(" FOR UPDATE") == locking
+    assert selectors.patient_holding(facility=facility_a, value="502", lock=True) is None
 
 
 def test_a_patient_id_of_another_facility_finds_no_one(facility_a, facility_b):

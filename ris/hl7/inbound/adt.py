@@ -567,12 +567,13 @@ def _patient_upsert(message: Message, context: Context) -> Upsert:
     data = patient_data(message)
     facility = context.facility
     issuer = data.mrn_issuer or facility.mrn_issuer
-    holder = selectors.patient_holding(facility=facility, value=data.mrn, issuer=issuer)
+    # Locked now: an update goes on from this read (the handler's transaction holds it).
+    holder = selectors.patient_holding(facility=facility, value=data.mrn, issuer=issuer, lock=True)
     if holder is None:
         patient = _patient_register(data, context)
         return Upsert(patient, outcome=f"Registered MRN {patient.mrn} ({patient.display_name})")
     if holder.merged_into_id is None:
-        return _patient_refresh(holder, data, context)
+        return _patient_refresh(holder, data, context, locked=True)
     survivor = Patient.objects.get(pk=holder.merged_into_id)
     if (holder.mrn_issuer, holder.mrn) == (issuer, data.mrn):
         return Upsert(
@@ -606,17 +607,20 @@ def _patient_register(data: PatientData, context: Context) -> Patient:
     return patient
 
 
-def _patient_refresh(patient: Patient, data: PatientData, context: Context) -> Upsert:
+def _patient_refresh(
+    patient: Patient, data: PatientData, context: Context, *, locked: bool = False
+) -> Upsert:
     """Change what the message changes, nothing else, so the audit row (old and new)
-    says only that."""
+    says only that. `locked`: `patient` was read under a row lock."""
     changes = {k: v for k, v in data.fields.items() if getattr(patient, k) != v}
     lists: dict[str, Any] = {}
-    held = {(i.issuer, i.value): i.type_code for i in patient.identifiers.all()}
     new = {
         (row["issuer"], row["value"]): row["type_code"]
         for row in data.identifiers
         if (row["issuer"], row["value"]) != (patient.mrn_issuer, patient.mrn)
     }
+    # Only a message naming identifiers besides the MRN needs those the patient holds.
+    held = {(i.issuer, i.value): i.type_code for i in patient.identifiers.all()} if new else {}
     if any(held.get(key) != type_code for key, type_code in new.items()):
         merged = held | new
         lists["identifiers"] = [
@@ -637,7 +641,12 @@ def _patient_refresh(patient: Patient, data: PatientData, context: Context) -> U
     if not changes and not lists:
         return Upsert(patient, unchanged=f"{label} ({patient.display_name}) is up to date.")
     patient = services.patient_update(
-        patient=patient, actor_name=context.actor, door=audit.Door.HL7, **lists, **changes
+        patient=patient,
+        actor_name=context.actor,
+        door=audit.Door.HL7,
+        already_locked=locked,
+        **lists,
+        **changes,
     )
     return Upsert(patient, outcome=f"Updated {label}: {', '.join([*changes, *lists])}")
 
