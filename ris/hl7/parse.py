@@ -1,9 +1,9 @@
 """Reading HL7 v2 messages in ER7 (pipe) encoding.
 
 Bytes become text in the character set MSH-18 names (HL7 v2.5.1 2.15.9.18: ASCII,
-8859/1, UNICODE UTF-8), python-hl7 splits the segments, fields, repetitions and
-components, and `Segment.value` gives one value with the escape sequences of 2.7.4
-decoded. Django stays out: these run in the listener for every message, and in tests
+8859/1, UNICODE UTF-8), split into segments; `Segment.value` splits out one field,
+repetition, component and subcomponent when asked and decodes the escape sequences of
+2.7.4. Django stays out: these run in the listener for every message, and in tests
 in microseconds.
 """
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass, field
-
-import hl7
 
 # Versions whose ADT and order messages we read (the fields we use kept their places).
 SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1"})
@@ -103,11 +101,29 @@ class Header:
 
 @dataclass
 class Segment:
-    """One segment: `value(3, component=4)` reads PID-3.4 of the first repetition."""
+    """One segment: `value(3, component=4)` reads PID-3.4 of the first repetition.
+
+    Split on demand, field by field: a message is read for a handful of fields (the
+    listener reads MSH and PID on every message), so splitting all of it up front, as
+    python-hl7 does, cost more than the rest of the receipt. The values read are those
+    python-hl7's containers give (tests/hl7/test_parse.py compares the two).
+    """
 
     name: str
-    _segment: hl7.Segment
+    _text: str
     _message: Message = field(repr=False)
+    _fields: list[str] | None = field(default=None, repr=False)
+
+    def fields(self) -> list[str]:
+        """The segment's fields, indexed as HL7 numbers them (0 is the name; for MSH, 1 is
+        the field separator and 2 the encoding characters)."""
+        if self._fields is None:
+            header = self._message.header
+            parts = self._text.split(header.field_separator)
+            if self.name == "MSH":
+                parts.insert(1, header.field_separator)
+            self._fields = parts
+        return self._fields
 
     def value(
         self, field_number: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
@@ -121,35 +137,51 @@ class Segment:
         self, field_number: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
     ) -> str:
         """The value as sent, escapes and all."""
+        fields = self.fields()
+        if field_number >= len(fields):
+            return ""
+        text = fields[field_number]
         if self.name == "MSH" and field_number in (1, 2):
             # MSH-1 is the field separator itself, MSH-2 the encoding characters.
-            header = self._message.header
-            return header.field_separator if field_number == 1 else header.encoding_characters
-        if field_number >= len(self._segment):
+            return text
+        component_separator, repetition_separator, _escape, subcomponent_separator = (
+            self._message.header.encoding_characters
+        )
+        # A value with no separator in it is one value, whatever part of it is asked
+        # for beyond the first (python-hl7 keeps it as a plain string at that level).
+        if not (
+            repetition_separator in text
+            or component_separator in text
+            or subcomponent_separator in text
+        ):
+            return text if repetition == 1 and component == 1 else ""
+        repetitions = text.split(repetition_separator)
+        if repetition > len(repetitions):
             return ""
-        node: object = self._segment[field_number]
-        for index in (repetition, component, subcomponent):
-            if isinstance(node, str):
-                return node if index == 1 else ""
-            children = list(node)  # type: ignore[call-overload]
-            if index > len(children):
-                return ""
-            node = children[index - 1]
-        return str(node)
+        text = repetitions[repetition - 1]
+        if not (component_separator in text or subcomponent_separator in text):
+            return text if component == 1 and subcomponent == 1 else ""
+        components = text.split(component_separator)
+        if component > len(components):
+            return ""
+        subcomponents = components[component - 1].split(subcomponent_separator)
+        return subcomponents[subcomponent - 1] if subcomponent <= len(subcomponents) else ""
 
     def repetitions(self, field_number: int) -> int:
         """How many repetitions the field has (0 when empty)."""
-        if field_number >= len(self._segment) or not str(self._segment[field_number]):
+        fields = self.fields()
+        if field_number >= len(fields) or not fields[field_number]:
             return 0
-        node = self._segment[field_number]
-        return 1 if isinstance(node, str) else len(node)
+        if self.name == "MSH" and field_number in (1, 2):
+            return 1
+        return fields[field_number].count(self._message.header.encoding_characters[1]) + 1
 
     def is_null(self, field_number: int, component: int = 1) -> bool:
         """The explicit null "" (HL7 2.5.1 2.5.3: delete the value at the receiver)."""
         return self.raw(field_number, component) == '""'
 
     def __str__(self) -> str:
-        return str(self._segment)
+        return self._text
 
 
 @dataclass
@@ -271,22 +303,13 @@ def parse(raw: bytes) -> Message:
             error_code=DATA_TYPE_ERROR,
             ack_code="AR",
         )
-    try:
-        parsed = hl7.parse(text)
-    except Exception as error:  # python-hl7 raises bare exceptions on malformed input
-        raise Hl7Error(
-            f"The message cannot be parsed: {error}.",
-            location="MSH",
-            error_code=SEGMENT_SEQUENCE_ERROR,
-            ack_code="AR",
-        ) from error
     message = Message(text=text, header=Header(), segments=[])
     message.header = Header(field_separator=field_separator, encoding_characters=encoding[:4])
-    for segment in parsed:
-        name = str(segment[0])
+    for segment_text in text.split("\r"):
+        name = segment_text.split(field_separator, 1)[0]
         if not name:
             continue
-        message.segments.append(Segment(name=name, _segment=segment, _message=message))
+        message.segments.append(Segment(name=name, _text=segment_text, _message=message))
     msh = message.segments[0]
     message.header = Header(
         field_separator=field_separator,
