@@ -89,7 +89,6 @@ def message_receive(
         row.ack = ack.build(header, ack.ACCEPT)
     with transaction.atomic():
         if row.status == Status.RECEIVED:
-            _lock_control_id(row)
             original = _original_of(row)
             if original is not None:
                 row.status = Status.DUPLICATE
@@ -121,17 +120,6 @@ def _order_queue(facility: Facility, order_number: str) -> str:
         .first()
     )
     return key or ""
-
-
-def _lock_control_id(row: InboundMessage) -> None:
-    """Serialize the duplicate check of one control id (PostgreSQL: a transaction-level
-    advisory lock), so two copies arriving at once on two connections are not both
-    taken as new. Elsewhere (SQLite) writers are serialized anyway."""
-    if connection.vendor != "postgresql" or not row.control_id:
-        return
-    key = f"{row.sending_application}|{row.sending_facility}|{row.control_id}"
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
 
 
 def _describe(row: InboundMessage, message: Message) -> None:
@@ -258,11 +246,22 @@ def _original_of(row: InboundMessage) -> InboundMessage | None:
     message, kept and applied (the sender reuses ids)."""
     if not row.control_id:
         return None
+    params = [row.sending_application, row.sending_facility, row.control_id, Status.REJECTED]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _earlier_copies_sql(),
-            [row.sending_application, row.sending_facility, row.control_id, Status.REJECTED],
-        )
+        if connection.vendor == "postgresql":
+            # Two copies arriving at once on two connections must not both be taken as
+            # new: a transaction-level advisory lock on the control id serializes the
+            # check (elsewhere, SQLite, writers are serialized anyway). Sent with the
+            # check in one round trip; each statement still reads after the one before
+            # (READ COMMITTED: a snapshot per statement), so after the lock is held.
+            key = f"{row.sending_application}|{row.sending_facility}|{row.control_id}"
+            cursor.execute(
+                f"SELECT pg_advisory_xact_lock(hashtext(%s)); {_earlier_copies_sql()}",
+                [key, *params],
+            )
+            cursor.nextset()
+        else:
+            cursor.execute(_earlier_copies_sql(), params)
         earlier = cursor.fetchall()
     for candidate_id, text in earlier:
         if _same_content(text, row.text):

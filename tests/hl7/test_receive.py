@@ -362,6 +362,48 @@ def test_a_batch_leaves_messages_another_worker_holds_without_waiting(default_fa
     assert InboundMessage.objects.get(pk=ids[1]).status == Status.PROCESSED
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two connections at once")
+def test_a_copy_arriving_while_the_first_is_being_stored_is_taken_as_a_duplicate(
+    default_facility, monkeypatch
+):
+    """The first copy holds its control id's lock until it commits: the second waits,
+    then reads the first as committed, instead of both being taken as new."""
+    first_inserted, first_may_commit = threading.Event(), threading.Event()
+    insert = services.plain_sql.insert
+
+    def insert_then_wait(row):
+        insert(row)
+        if threading.current_thread() is not threading.main_thread():
+            first_inserted.set()
+            first_may_commit.wait(10)
+
+    monkeypatch.setattr(services.plain_sql, "insert", insert_then_wait)
+    receipts = []
+
+    def first_copy() -> None:
+        try:
+            receipts.append(
+                services.message_receive(admit("SAME"), peer="a", announce=lambda _id: None)
+            )
+        finally:
+            connections.close_all()
+
+    sender = threading.Thread(target=first_copy)
+    sender.start()
+    try:
+        assert first_inserted.wait(10)
+        second = threading.Timer(0.5, first_may_commit.set)  # while the copy waits
+        second.start()
+        copy = services.message_receive(admit("SAME"), peer="b", announce=lambda _id: None)
+    finally:
+        first_may_commit.set()
+        sender.join()
+    row = InboundMessage.objects.get(pk=copy.message_id)
+    assert row.status == Status.DUPLICATE
+    assert row.duplicate_of_id == receipts[0].message_id
+
+
 def test_messages_whose_task_was_lost_are_queued_again(
     default_facility, django_capture_on_commit_callbacks
 ):
