@@ -16,6 +16,7 @@ from pydicom.uid import generate_uid
 from accounts import audit
 from accounts.models import Facility, User
 from billing import services as billing
+from config import plain_sql
 from pacs.dicom.vocabulary import UID_ROOT
 from pacs.models import Study
 from ris import scheduling, selectors
@@ -191,7 +192,7 @@ def patient_update(
             changed[name] = [_jsonable(old), _jsonable(value)]
             setattr(locked, name, value)
     if changed:
-        locked.save(update_fields=[*changed, "updated_at"])
+        plain_sql.update(locked, [*changed, "updated_at"])  # saved once per HL7 update
     detail: dict[str, Any] = {"changed": changed} if changed else {}
     detail |= _patient_lists_replace(
         locked, identifiers=identifiers, contacts=contacts, insurance=insurance
