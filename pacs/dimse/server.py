@@ -141,8 +141,10 @@ def build_ae() -> ArchiveAE:
 
 
 # How long a process that is serving associations lets an idle sibling take a new
-# connection first, per association it serves (see SharedSocketServer).
-ACCEPT_DEFERRAL = 0.003
+# connection first, per association it serves (see SharedSocketServer). Longer than
+# Python's GIL switch interval (5 ms): the sibling's accept thread may wait that long
+# for its GIL (at 3 ms, 4 associations still went 3+1 over 2 busy processes).
+ACCEPT_DEFERRAL = 0.010
 
 
 class SharedSocketServer(ReusePortServer):
