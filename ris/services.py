@@ -160,7 +160,6 @@ def patient_create(
     return patient
 
 
-@transaction.atomic
 def patient_update(
     *,
     patient: Patient,
@@ -177,36 +176,40 @@ def patient_update(
     lists of identifiers, contacts and insurance; the audit row says what changed, old
     and new. A merged record is closed: its survivor is the one to edit.
     `already_locked`: the caller read `patient` under a row lock in this transaction
-    (`selectors.patient_holding(lock=True)`), so it is not read again."""
+    (`selectors.patient_holding(lock=True)`), so it is not read again, and undoes this
+    change if it fails (no savepoint of its own: an HL7 handler runs in one)."""
     unknown = set(fields) - set(PATIENT_DETAIL_FIELDS)
     if unknown:
         raise ValueError(f"patient_update cannot set {', '.join(sorted(unknown))}")
-    locked = patient if already_locked else Patient.objects.select_for_update().get(pk=patient.pk)
-    if locked.merged_into_id is not None:
-        survivor = Patient.objects.get(pk=locked.merged_into_id)
-        raise RisError(f"This record was merged into {survivor}: edit that one instead.")
-    changed: dict[str, list[Any]] = {}
-    for name, value in fields.items():
-        old = getattr(locked, name)
-        if old != value:
-            changed[name] = [_jsonable(old), _jsonable(value)]
-            setattr(locked, name, value)
-    if changed:
-        plain_sql.update(locked, [*changed, "updated_at"])  # saved once per HL7 update
-    detail: dict[str, Any] = {"changed": changed} if changed else {}
-    detail |= _patient_lists_replace(
-        locked, identifiers=identifiers, contacts=contacts, insurance=insurance
-    )
-    if detail:
-        audit.record(
-            action=audit.Action.UPDATE,
-            obj=locked,
-            user=actor,
-            actor=actor_name,
-            door=door,
-            detail=detail,
+    with transaction.atomic(savepoint=not already_locked):
+        locked = (
+            patient if already_locked else Patient.objects.select_for_update().get(pk=patient.pk)
         )
-    return locked
+        if locked.merged_into_id is not None:
+            survivor = Patient.objects.get(pk=locked.merged_into_id)
+            raise RisError(f"This record was merged into {survivor}: edit that one instead.")
+        changed: dict[str, list[Any]] = {}
+        for name, value in fields.items():
+            old = getattr(locked, name)
+            if old != value:
+                changed[name] = [_jsonable(old), _jsonable(value)]
+                setattr(locked, name, value)
+        if changed:
+            plain_sql.update(locked, [*changed, "updated_at"])  # saved once per HL7 update
+        detail: dict[str, Any] = {"changed": changed} if changed else {}
+        detail |= _patient_lists_replace(
+            locked, identifiers=identifiers, contacts=contacts, insurance=insurance
+        )
+        if detail:
+            audit.record(
+                action=audit.Action.UPDATE,
+                obj=locked,
+                user=actor,
+                actor=actor_name,
+                door=door,
+                detail=detail,
+            )
+        return locked
 
 
 @transaction.atomic

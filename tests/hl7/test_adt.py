@@ -145,6 +145,28 @@ def test_an_update_changes_only_what_changed_and_keeps_what_the_message_leaves_o
     assert Visit.objects.get().patient_class == "I"
 
 
+def test_an_update_refused_halfway_leaves_the_patient_as_it_was(
+    send, north, django_capture_on_commit_callbacks
+):
+    """The demographics are written before the identifiers are checked: the handler's
+    savepoint takes them back when an identifier belongs to someone else."""
+    send("adt_a01_admit_v251.hl7")
+    holder = PatientFactory(facility=north)
+    ris_services.patient_identifier_add(patient=holder, value="999", issuer="OTHER")
+    raw = corpus("adt_a08_update_v251.hl7").replace(
+        b"PID|1||123^^^NORTH_MRN^MR|", b"PID|1||123^^^NORTH_MRN^MR~999^^^OTHER^PI|"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        receipt = services.message_receive(raw, peer="test")
+
+    row = InboundMessage.objects.get(pk=receipt.message_id)
+    assert row.status == Status.FAILED
+    assert "already belongs" in row.error
+    patient = Patient.objects.get(facility=north, mrn="123")
+    assert (patient.birth_date, patient.address_city) == (dt.date(1975, 4, 12), "Springfield")
+    assert not AuditEvent.objects.filter(action="update", object_id=str(patient.pk)).exists()
+
+
 def test_explicit_nulls_clear_values_and_an_nk1_naming_nobody_clears_the_contacts(
     send, north, medicare
 ):
