@@ -477,7 +477,7 @@ def _apply(row: InboundMessage) -> None:
         row.error = f"Internal error (attempt {row.attempts}): {error}"
         row.error_location = ""
         if row.attempts < MAX_ATTEMPTS:
-            row.save(update_fields=["attempts", "error", "error_location"])
+            plain_sql.update(row, ["attempts", "error", "error_location"])
             return
         row.status = Status.FAILED
     else:
@@ -490,8 +490,10 @@ def _apply(row: InboundMessage) -> None:
         sent = _application_ack(message, context, row, error_code)
         row.outcome = "; ".join(part for part in (row.outcome, sent) if part)[:500]
     row.processed_at = timezone.now()
-    row.save(
-        update_fields=["status", "attempts", "outcome", "error", "error_location", "processed_at"]
+    # A statement built once: the ORM's building of it cost more than running it, once
+    # per message applied.
+    plain_sql.update(
+        row, ["status", "attempts", "outcome", "error", "error_location", "processed_at"]
     )
 
 
