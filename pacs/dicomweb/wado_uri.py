@@ -23,7 +23,7 @@ from accounts import audit
 from pacs import storage
 from pacs.dicom.parse import UID_PATTERN
 from pacs.dicom.pixeldata import PixelDataError, open_pixels
-from pacs.dicom.render import RenderError, to_8bit
+from pacs.dicom.render import RenderError, display_frame
 from pacs.dicomweb import wado
 from pacs.dicomweb.access import DicomWebError, Scope
 from pacs.dicomweb.pixels import media_ranges
@@ -165,15 +165,13 @@ def render(data: bytes, rendering: Rendering, content_type: str) -> bytes:
             raise RenderError(
                 f"frameNumber {rendering.frame_number} out of 1..{pixels.number_of_frames}"
             )
-        array = pixels.frame_array(rendering.frame_number - 1)
+        picture = Image.fromarray(
+            display_frame(pixels, rendering.frame_number - 1, rendering.window)
+        )
     except RenderError:
         raise
     except PixelDataError as error:
         raise RenderError(str(error)) from error
-    samples = int(pixels.dataset.get("SamplesPerPixel", 1) or 1)
-    if array.ndim not in (2, 3) or (samples == 1 and array.ndim != 2):
-        raise RenderError("not a 2-D image")
-    picture = Image.fromarray(to_8bit(pixels.dataset, array, rendering.window))
     if rendering.region is not None:
         xmin, ymin, xmax, ymax = rendering.region
         width, height = picture.size
