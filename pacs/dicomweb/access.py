@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from django.db.models import Q
 from django.http import HttpRequest
 from rest_framework import exceptions
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 
-from accounts.authentication import BearerTokenAuthentication
+from accounts.authentication import BearerTokenAuthentication, TokenAuthentication
 from accounts.models import User
 from accounts.roles import Capability, Role, capabilities_of
 from accounts.scoping import roles_by_facility

@@ -1,0 +1,70 @@
+"""API tokens: the token, its user and the user's facility roles read in one statement."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework import exceptions
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIRequestFactory
+
+from accounts.authentication import BearerTokenAuthentication, TokenAuthentication
+from accounts.models import Membership
+from accounts.roles import Role
+from accounts.scoping import roles_by_facility
+from tests.factories import FacilityFactory, UserFactory, member
+
+pytestmark = pytest.mark.django_db
+
+
+def _authenticate(header: str):
+    from rest_framework.request import Request
+
+    request = Request(APIRequestFactory().get("/", HTTP_AUTHORIZATION=header))
+    for authenticator in (BearerTokenAuthentication(), TokenAuthentication()):
+        found = authenticator.authenticate(request)
+        if found is not None:
+            return found
+    return None
+
+
+def test_a_token_gives_its_user_and_the_roles_at_active_facilities_in_one_query(
+    facility_a, facility_b
+):
+    user = member(facility_a, Role.RADIOLOGIST, username="reader")
+    Membership.objects.create(user=user, facility=facility_a, role=Role.TECHNOLOGIST)
+    Membership.objects.create(user=user, facility=facility_b, role=Role.FRONT_DESK)
+    closed = FacilityFactory(name="Closed", code="GONE", is_active=False)
+    Membership.objects.create(user=user, facility=closed, role=Role.RADIOLOGIST)
+    key = Token.objects.create(user=user).key
+    for scheme in ("Bearer", "Token"):
+        with CaptureQueriesContext(connection) as queries:
+            found, token = _authenticate(f"{scheme} {key}")
+            roles = roles_by_facility(found)
+        assert len(queries) == 1
+        assert found == user and found.username == "reader" and token.key == key
+        assert found.is_active and found.last_login == user.last_login
+        assert roles == {
+            facility_a.pk: {Role.RADIOLOGIST, Role.TECHNOLOGIST},
+            facility_b.pk: {Role.FRONT_DESK},
+        }
+
+
+def test_a_user_without_roles_authenticates_with_none():
+    user = UserFactory(username="nobody")
+    found, _ = _authenticate(f"Bearer {Token.objects.create(user=user).key}")
+    assert found == user and roles_by_facility(found) == {}
+
+
+def test_unknown_tokens_inactive_users_and_bad_headers_are_refused(facility_a):
+    user = member(facility_a, Role.RADIOLOGIST, is_active=False)
+    key = Token.objects.create(user=user).key
+    refusals = {
+        f"Bearer {key}": "User inactive or deleted.",
+        "Bearer 0123456789abcdef": "Invalid token.",
+        "Bearer": "No credentials provided.",
+        "Token a b": "should not contain spaces",
+    }
+    for header, reason in refusals.items():
+        with pytest.raises(exceptions.AuthenticationFailed, match=reason):
+            _authenticate(header)
+    assert _authenticate("Basic dXNlcjpwdw==") is None
