@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from functools import wraps
 from typing import Any
 
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from PIL import Image
@@ -51,7 +52,7 @@ def _refusals(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 
 
 def _instance(scope: Scope, target: wado.Target) -> Instance:
-    row = wado.instances(target, scope).select_related("series__study").first()
+    row = wado.instance_for_pixels(target, scope)
     if row is None:
         raise DicomWebError(404, "no such instance (or not yours to see)")
     return row
@@ -59,8 +60,8 @@ def _instance(scope: Scope, target: wado.Target) -> Instance:
 
 def _representative(scope: Scope, target: wado.Target) -> Instance:
     """The middle image of a series, or of a study's first series that has images."""
-    rows = wado.instances(target, scope).select_related("series__study")
-    images = rows.exclude(rows=None)
+    rows = wado.instances(target, scope).select_related("series")
+    images = rows.exclude(rows=None).annotate(study_pk=F("series__study_id"))
     first = images.first()
     if first is None:
         if rows.exists():
@@ -113,7 +114,7 @@ def frames(
             f"{delivery.part_syntax(pixel_file.stored_syntax)}"
         )
         parts = [(read(number - 1), {"Content-Type": content_type}) for number in numbers]
-    audit_pixels(request, scope, row.series.study, "frames")
+    audit_pixels(request, scope, row.study_pk, "frames")
     return _multipart(parts, delivery.media_type)
 
 
@@ -147,7 +148,7 @@ def bulkdata(
         if value is None:
             raise DicomWebError(404, f"this instance has no element {tag.upper()}")
         parts = [(value, {"Content-Type": pixels.OCTET_STREAM})]
-    audit_pixels(request, scope, row.series.study, "bulkdata")
+    audit_pixels(request, scope, row.study_pk, "bulkdata")
     return _multipart(parts, delivery.media_type)
 
 
@@ -179,7 +180,7 @@ def _show(
     row = _representative(scope, target) if representative else _instance(scope, target)
     frame = _frame_index(frames, row, representative)
     accept = request.headers.get("Accept", "")
-    stored = row.series.thumbnail_key if thumbnail and representative else ""
+    stored = row.series.thumbnail_key if thumbnail and representative else ""  # loaded
     media_type = pixels.rendered_type(accept, default="image/png" if stored else "image/jpeg")
     body = None
     if stored and options.viewport is None:
@@ -200,7 +201,7 @@ def _show(
             except PixelDataError as error:
                 raise DicomWebError(406, f"cannot render this instance: {error}") from error
     resource = "thumbnail" if thumbnail else "rendered"
-    audit_pixels(request, scope, row.series.study, resource)
+    audit_pixels(request, scope, row.study_pk, resource)
     return HttpResponse(body, content_type=media_type)
 
 

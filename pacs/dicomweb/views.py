@@ -130,18 +130,18 @@ def _audit(
 PIXEL_AUDIT_WINDOW = 300  # seconds
 
 
-def audit_pixels(request: HttpRequest, scope: Scope, study: Study, resource: str) -> None:
-    """Audit a pixel read (frames, rendered, thumbnail, bulk data) of `study`: the first
+def audit_pixels(request: HttpRequest, scope: Scope, study_id: int, resource: str) -> None:
+    """Audit a pixel read (frames, rendered, thumbnail, bulk data) of a study: the first
     of each window is recorded, and says the window covers the reads that follow."""
     who = hashlib.sha256(scope.actor.encode()).hexdigest()[:16] if scope.actor else scope.user.pk
-    key = f"dicomweb-audit:{who}:{study.pk}:{resource}"
+    key = f"dicomweb-audit:{who}:{study_id}:{resource}"
     if not cache.add(key, 1, timeout=PIXEL_AUDIT_WINDOW):
         return
     _audit(
         request,
         scope,
         audit.Action.VIEW,
-        study=study,
+        study=Study.objects.get(pk=study_id),
         resource=resource,
         covers_seconds=PIXEL_AUDIT_WINDOW,
     )
