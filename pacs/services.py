@@ -124,9 +124,9 @@ def ingest(
             )
         cache_key = (facility.pk, header.study_instance_uid, header.series_instance_uid)
         known = session.series.get(cache_key) if session is not None else None
-        # The steady state of a push (its series known, the data set staged): the file's
-        # fsyncs and the row's commit run at once; the answer waits for both.
-        overlapped = known is not None and staged is not None
+        # The steady state of a push (its series known): the file's write and fsyncs and
+        # the row's commit run at once; the answer waits for both.
+        overlapped = known is not None
         if overlapped:
             key, digest = pending.installing()
             created_file = False  # known once install() returns

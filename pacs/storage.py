@@ -285,7 +285,8 @@ class PendingPut:
     `discard()` drops it. Nothing is visible under the key before `install()`."""
 
     def __init__(self, data: bytes) -> None:
-        self._future: Future[Prepared] = _writer_pool().submit(self._prepare, data)
+        self._digest: Future[str] = Future()  # known before the file is written
+        self._future: Future[Prepared] = _writer_pool().submit(self._prepare, data, self._digest)
         self._settled = False
         self._staged: StagedFile | None = None
         self._named_by_writer = False
@@ -302,14 +303,13 @@ class PendingPut:
         return pending
 
     def installing(self) -> tuple[str, str]:
-        """(storage key, sha256) of a staged file at once, and the file named by the
-        writer as soon as its fsync is done: the caller writes its index row meanwhile
-        and answers only after `install()` (which then waits) returned. Until then the
-        row may name a file that is not there yet; after a crash in between, the sender
-        (who got no answer) sends again and that put names the file."""
-        if self._staged is None:
-            raise ValueError("installing() is for staged files, whose digest is known")
-        digest = self._staged.digest()
+        """(storage key, sha256) as soon as the content is hashed (a staged file's at
+        once), and the file named by the writer as soon as its fsync is done: the caller
+        writes its index row meanwhile and answers only after `install()` (which then
+        waits) returned. Until then the row may name a file that is not there yet; after
+        a crash in between, the sender (who got no answer) sends again and that put
+        names the file."""
+        digest = self._staged.digest() if self._staged is not None else self._digest.result()
         named: Future[Prepared] = Future()
 
         def name(prepared: Future[Prepared]) -> None:  # in the writer thread
@@ -343,8 +343,13 @@ class PendingPut:
         return key, digest, target, staged.path
 
     @staticmethod
-    def _prepare(data: bytes) -> Prepared:
-        key, digest = content_key(data)
+    def _prepare(data: bytes, known: Future[str]) -> Prepared:
+        try:
+            key, digest = content_key(data)
+        except BaseException as error:
+            known.set_exception(error)
+            raise
+        known.set_result(digest)
         target, _ = _target(key)
         if target.exists():
             return key, digest, target, None

@@ -370,8 +370,16 @@ def _ingest_staged(data: bytes, **kwargs) -> services.IngestResult:
         staged.discard()
 
 
+def _ingest_received(data: bytes, received: str, **kwargs) -> services.IngestResult:
+    """As a door hands an instance over: staged on disk (C-STORE) or in memory (STOW-RS)."""
+    if received == "staged":
+        return _ingest_staged(data, **kwargs)
+    return ingest(data, **kwargs)
+
+
+@pytest.mark.parametrize("received", ["staged", "in memory"])
 def test_in_a_push_each_further_file_is_named_while_its_row_is_written(
-    facility_a, study_spec, image_store, monkeypatch
+    facility_a, study_spec, image_store, monkeypatch, received
 ):
     overlapped = []
     installing = storage.PendingPut.installing
@@ -384,18 +392,20 @@ def test_in_a_push_each_further_file_is_named_while_its_row_is_written(
     session = services.IngestSession()
     instances = [small_ct(study_spec, number) for number in (1, 2, 3)]
     for data in instances:
-        _ingest_staged(data, facility=facility_a, door="dimse", session=session)
+        _ingest_received(data, received, facility=facility_a, door="dimse", session=session)
     assert len(overlapped) == 2, "the first instance of a series creates rows: not overlapped"
     stored = Instance.objects.order_by("instance_number")
     assert [storage.read(i.storage_key) for i in stored] == instances
     assert len(stored_files(image_store)) == 3
 
 
+@pytest.mark.parametrize("received", ["staged", "in memory"])
 def test_a_file_that_cannot_be_made_durable_takes_its_committed_row_back(
-    facility_a, study_spec, image_store, monkeypatch
+    facility_a, study_spec, image_store, monkeypatch, received
 ):
     session = services.IngestSession()
-    _ingest_staged(small_ct(study_spec, 1), facility=facility_a, door="dimse", session=session)
+    first, second = small_ct(study_spec, 1), small_ct(study_spec, 2)
+    _ingest_received(first, received, facility=facility_a, door="dimse", session=session)
 
     def disk_failed(temporary, target):
         temporary.rename(target)  # named, then the folder's fsync fails
@@ -403,25 +413,26 @@ def test_a_file_that_cannot_be_made_durable_takes_its_committed_row_back(
 
     monkeypatch.setattr(storage, "_install", disk_failed)
     with pytest.raises(IngestError) as refused:
-        _ingest_staged(small_ct(study_spec, 2), facility=facility_a, door="dimse", session=session)
+        _ingest_received(second, received, facility=facility_a, door="dimse", session=session)
     assert refused.value.dicom_status == services.STATUS_OUT_OF_RESOURCES
     assert list(Instance.objects.values_list("instance_number", flat=True)) == [1]
     assert len(stored_files(image_store)) == 1
     staging = storage._staging_root() / storage.STAGING_FOLDER
-    assert not any(staging.iterdir()), "the staged file is not left behind"
+    assert not staging.exists() or not any(staging.iterdir()), "no staged file is left behind"
 
 
+@pytest.mark.parametrize("received", ["staged", "in memory"])
 def test_a_row_whose_file_a_crash_lost_before_the_answer_gets_it_back_when_resent(
-    facility_a, study_spec, image_store
+    facility_a, study_spec, image_store, received
 ):
     session = services.IngestSession()
     first, second = small_ct(study_spec, 1), small_ct(study_spec, 2)
-    _ingest_staged(first, facility=facility_a, door="dimse", session=session)
-    _ingest_staged(second, facility=facility_a, door="dimse", session=session)
+    _ingest_received(first, received, facility=facility_a, door="dimse", session=session)
+    _ingest_received(second, received, facility=facility_a, door="dimse", session=session)
     lost = Instance.objects.get(instance_number=2)
     storage.delete(lost.storage_key)  # committed, then the process died before the rename
 
-    again = _ingest_staged(second, facility=facility_a, door="dimse")  # no answer: resent
+    again = _ingest_received(second, received, facility=facility_a, door="dimse")  # resent
 
     assert again.instance_id == lost.pk
     assert storage.read(lost.storage_key) == second
