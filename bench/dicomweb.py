@@ -76,6 +76,7 @@ from harness import (
     port_open,
     proc_cpu,
     push_data_set,
+    retire,
     run,
     run_main,
     run_storescu,
@@ -210,7 +211,7 @@ class RadPACSWeb:
     def reset(self) -> None:
         self.pg.sql("DROP DATABASE IF EXISTS radpacs WITH (FORCE)")
         self.pg.sql("CREATE DATABASE radpacs TEMPLATE radpacs_template")
-        shutil.rmtree(self.images, ignore_errors=True)
+        retire(self.images, self.root.parent)  # not deleted: see harness.retire
         self.images.mkdir(parents=True)
 
     def start(self) -> None:
@@ -365,7 +366,7 @@ class OrthancWeb:
         }
 
     def reset(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        retire(self.root, self.root.parent)
         (self.root / "storage").mkdir(parents=True)
         (self.root / "orthanc.json").write_text(json.dumps(self.config(), indent=2))
 
