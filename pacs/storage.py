@@ -176,12 +176,8 @@ class StagedFile:
     """
 
     def __init__(self) -> None:
-        target_root = _staging_root()
         for attempt in (1, 2):
-            folder = target_root / STAGING_FOLDER
-            if folder not in _known_dirs:
-                folder.mkdir(parents=True, exist_ok=True)
-                _known_dirs.add(folder)
+            folder = staging_folder()
             self.path = folder / _temporary_name()
             try:
                 self._fd = os.open(
@@ -266,6 +262,15 @@ def mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
             return
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
             yield view
+
+
+def staging_folder() -> Path:
+    """The folder of files still arriving (on the filesystem of their final place)."""
+    folder = _staging_root() / STAGING_FOLDER
+    if folder not in _known_dirs:
+        folder.mkdir(parents=True, exist_ok=True)
+        _known_dirs.add(folder)
+    return folder
 
 
 def _staging_root() -> Path:

@@ -7,9 +7,10 @@ associations over them, which is how C-STORE scales past one core's GIL.
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.db import connections
@@ -19,7 +20,14 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    dimse_messages,
+    evt,
+)
 from pynetdicom.sop_class import (
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
@@ -33,6 +41,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from pacs import storage
 from pacs.dimse import handlers, mpps, peers, storage_scp
 
 # pynetdicom picks, for each proposed context, the first of *our* syntaxes the peer
@@ -113,6 +122,7 @@ def build_ae() -> ArchiveAE:
     # C-STORE data sets go to a temporary file as they arrive, not into memory
     # (handlers.handle_store maps the file); storage_scp's associations stage theirs.
     _config.STORE_RECV_CHUNKED_DATASET = True
+    dimse_messages.NamedTemporaryFile = _staged_temporary_file
     ae = ArchiveAE(ae_title=settings.DICOM_AE_TITLE)
     ae.maximum_associations = settings.DICOM_MAX_ASSOCIATIONS
     ae.maximum_pdu_size = settings.DICOM_MAX_PDU_SIZE
@@ -138,6 +148,15 @@ def build_ae() -> ArchiveAE:
     ):
         ae.add_supported_context(model)
     return ae
+
+
+def _staged_temporary_file(*args: Any, **kwargs: Any) -> IO[bytes]:
+    """Where pynetdicom writes a chunked C-STORE data set (it offers no setting): our
+    staging folder under our temporary prefix, instead of the system's temp folder. It
+    deletes the file after the handler, but not when the association is aborted or the
+    process killed mid-transfer; `check_storage --repair` removes such leftovers."""
+    kwargs.update(dir=storage.staging_folder(), prefix=storage.TEMPORARY_PREFIX)
+    return tempfile.NamedTemporaryFile(*args, **kwargs)
 
 
 # How long a process that is serving associations lets an idle sibling take a new

@@ -3,7 +3,7 @@
 import socket
 import struct
 import time
-from io import BytesIO
+from io import BytesIO, StringIO
 
 import pytest
 from pydicom import dcmread
@@ -389,3 +389,32 @@ def test_a_store_without_a_data_set_is_refused(listener, served):
     finally:
         sock.close()
     assert not Instance.objects.exists()
+
+
+def test_pynetdicoms_temporary_files_are_staged_and_an_aborted_ones_is_swept(
+    listener, settings, served
+):
+    """Associations left to pynetdicom write their data set to a temporary file as it
+    arrives; it deletes the file after storing, but not when the association is cut.
+    Ours go to the staging folder, where `check_storage --repair` finds the leftover."""
+    from django.core.management import call_command
+
+    settings.DICOM_FAST_STORE = False
+    assert _store(listener, get_testdata_file("CT_small.dcm")) == 0x0000
+    assert served == [] and Instance.objects.count() == 1
+    assert _staged_files() == []
+
+    uid = "1.2.826.0.1.3680043.10.1482.1.9"
+    sock = _associate_raw(listener)
+    try:
+        sock.sendall(_pdu(1, 0x03, _store_command(uid)) + _pdu(1, 0x00, _ct_data_set(uid, 64)))
+        _wait_for(lambda: bool(_staged_files()))
+    finally:
+        sock.close()
+    time.sleep(0.5)  # the association is aborted; the file stays
+    (leftover,) = _staged_files()
+    assert leftover.name.startswith(storage.TEMPORARY_PREFIX)
+    out = StringIO()
+    call_command("check_storage", "--repair", "--grace-minutes", "0", stdout=out)
+    assert "orphans: 0, temporary: 1" in out.getvalue()
+    assert _staged_files() == []
