@@ -1,14 +1,18 @@
 """API tokens (`Authorization: Token …` or `Bearer …`) for the REST API and DICOMweb.
 
-DRF's header parsing and errors, but the token, its user and the user's roles at
-their active facilities are read in one statement built once: a viewer asks for
-hundreds of frames, each request authenticated, and the ORM's two queries (token
-with user, then memberships for the scope) cost more than the frame's rendering.
+DRF's header parsing and errors and its Token model, with two differences:
+- a token is stored as its digest (`token_digest`), never as itself, so a copy of the
+  database (a backup, a read-only login) holds no working credentials;
+  `accounts.services.api_token_issue` shows the token once;
+- the token, its user and the user's roles at their active facilities are read in one
+  statement built once: a viewer asks for hundreds of frames, each request
+  authenticated, and the ORM's two queries cost more than the frame's rendering.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils.translation import gettext_lazy as _
@@ -37,9 +41,17 @@ class BearerTokenAuthentication(TokenAuthentication):
     keyword = "Bearer"
 
 
-def token_with_user(key: str) -> tuple[User, Token] | None:
-    """The token of `key` and its user, whose roles per active facility are filled in
-    (what `accounts.scoping.roles_by_facility` would read next); None if no such token."""
+def token_digest(token: str) -> str:
+    """What is stored of a token: its SHA-256, in the 40 characters DRF's key column has
+    (160 bits; tokens are random, so no salt or slow hash is needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:40]
+
+
+def token_with_user(token: str) -> tuple[User, Token] | None:
+    """The stored token of `token` and its user, whose roles per active facility are
+    filled in (what `accounts.scoping.roles_by_facility` would read next); None if no
+    such token."""
+    key = token_digest(token)
     rows = list(User.objects.raw(_token_statement(), [key]))  # one row per role held
     if not rows:
         return None

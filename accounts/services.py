@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -46,6 +47,30 @@ def user_create(
         Membership(user=user, facility=facility, role=role) for facility, role in roles
     )
     return user
+
+
+# ---- API tokens -------------------------------------------------------------------------
+
+
+class TokenExists(Exception):
+    """The user has a token already; it cannot be shown again, only replaced."""
+
+
+@transaction.atomic
+def api_token_issue(user: User, *, rotate: bool = False) -> str:
+    """A new API token for `user`, returned once: only its digest is stored (a copy of
+    the database gives no working credentials). `rotate` revokes the one they have."""
+    from rest_framework.authtoken.models import Token
+
+    from accounts.authentication import token_digest
+
+    if Token.objects.filter(user=user).exists():
+        if not rotate:
+            raise TokenExists(f"{user.get_username()} has an API token already")
+        Token.objects.filter(user=user).delete()
+    secret = secrets.token_hex(20)
+    Token.objects.create(user=user, key=token_digest(secret))
+    return secret
 
 
 # ---- a signature: the password typed again -------------------------------------------

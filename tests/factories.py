@@ -255,3 +255,20 @@ def report_signed(
     return reporting.report_sign(
         report=report, status=status, actor=radiologist, signature=signature_of(radiologist)
     )
+
+
+_issued_tokens: dict[int, str] = {}
+
+
+def api_token(user: User) -> str:
+    """The user's API token: issued on first use, the same one after (tokens are stored
+    hashed, so the one issued is remembered here)."""
+    from rest_framework.authtoken.models import Token
+
+    from accounts.authentication import token_digest
+    from accounts.services import api_token_issue
+
+    token = _issued_tokens.get(user.pk)
+    if token is None or not Token.objects.filter(user=user, key=token_digest(token)).exists():
+        token = _issued_tokens[user.pk] = api_token_issue(user, rotate=True)
+    return token

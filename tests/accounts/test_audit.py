@@ -3,12 +3,18 @@
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from accounts import audit
 from accounts.models import AuditEvent, AuditEventPatient
 from accounts.roles import Role
-from tests.factories import PASSWORD, PatientFactory, client_for, member, order_for
+from tests.factories import (
+    PASSWORD,
+    PatientFactory,
+    api_token,
+    client_for,
+    member,
+    order_for,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -30,9 +36,9 @@ def test_opening_a_patient_page_records_who_what_when_and_from_where(clerk, faci
 
 def test_reading_an_order_through_the_api_records_the_api_door_and_the_patient(clerk, facility_a):
     order = order_for(PatientFactory(facility=facility_a))
-    token = Token.objects.create(user=clerk)
+    token = api_token(clerk)
     response = client_for(clerk).get(
-        f"/api/v1/orders/{order.pk}/", headers={"Authorization": f"Bearer {token.key}"}
+        f"/api/v1/orders/{order.pk}/", headers={"Authorization": f"Bearer {token}"}
     )
     assert response.status_code == 200
     event = AuditEvent.objects.get(action="view")

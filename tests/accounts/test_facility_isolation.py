@@ -2,7 +2,6 @@
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from accounts.models import Membership
 from accounts.roles import Role
@@ -12,6 +11,7 @@ from tests.factories import (
     PatientFactory,
     ProcedureFactory,
     RoomFactory,
+    api_token,
     appointment_for,
     client_for,
     member,
@@ -120,11 +120,11 @@ def test_an_existing_and_a_missing_id_answer_alike(a_records, outsider):
 
 
 def test_b_clerk_cannot_register_a_patient_at_a(facility_a, outsider):
-    token = Token.objects.create(user=outsider)
+    token = api_token(outsider)
     client = client_for(outsider)
     client.logout()
     payload = {"facility": facility_a.code, "mrn": "X1", "family_name": "Intruder"}
-    headers = {"Authorization": f"Token {token.key}"}
+    headers = {"Authorization": f"Token {token}"}
     response = client.post(
         "/api/v1/patients/", payload, content_type="application/json", headers=headers
     )

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from accounts.authentication import token_digest
 from accounts.roles import Role
 from tests.factories import PASSWORD, PatientFactory, client_for, member
 
@@ -106,8 +107,11 @@ def test_issue_api_token_prints_only_the_token_and_it_authenticates(clerk, facil
     out = StringIO()
     call_command("issue_api_token", "clerk", stdout=out)
     token = out.getvalue().strip()
-    assert token == Token.objects.get(user=clerk).key
-    assert len(token.split()) == 1
+    assert len(token.split()) == 1 and len(token) == 40
+    stored = Token.objects.get(user=clerk).key
+    assert stored == token_digest(token) != token, "only the digest is stored"
+    with pytest.raises(CommandError, match="cannot be shown again"):
+        call_command("issue_api_token", "clerk", stdout=StringIO())
     for scheme in ("Token", "Bearer"):
         response = Client().get("/api/v1/patients/", headers={"Authorization": f"{scheme} {token}"})
         assert response.status_code == 200

@@ -4,14 +4,17 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework import exceptions
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIRequestFactory
 
-from accounts.authentication import BearerTokenAuthentication, TokenAuthentication
+from accounts.authentication import (
+    BearerTokenAuthentication,
+    TokenAuthentication,
+    token_digest,
+)
 from accounts.models import Membership
 from accounts.roles import Role
 from accounts.scoping import roles_by_facility
-from tests.factories import FacilityFactory, UserFactory, member
+from tests.factories import FacilityFactory, UserFactory, api_token, member
 
 pytestmark = pytest.mark.django_db
 
@@ -35,13 +38,13 @@ def test_a_token_gives_its_user_and_the_roles_at_active_facilities_in_one_query(
     Membership.objects.create(user=user, facility=facility_b, role=Role.FRONT_DESK)
     closed = FacilityFactory(name="Closed", code="GONE", is_active=False)
     Membership.objects.create(user=user, facility=closed, role=Role.RADIOLOGIST)
-    key = Token.objects.create(user=user).key
+    key = api_token(user)
     for scheme in ("Bearer", "Token"):
         with CaptureQueriesContext(connection) as queries:
             found, token = _authenticate(f"{scheme} {key}")
             roles = roles_by_facility(found)
         assert len(queries) == 1
-        assert found == user and found.username == "reader" and token.key == key
+        assert found == user and found.username == "reader" and token.key == token_digest(key)
         assert found.is_active and found.last_login == user.last_login
         assert roles == {
             facility_a.pk: {Role.RADIOLOGIST, Role.TECHNOLOGIST},
@@ -51,13 +54,13 @@ def test_a_token_gives_its_user_and_the_roles_at_active_facilities_in_one_query(
 
 def test_a_user_without_roles_authenticates_with_none():
     user = UserFactory(username="nobody")
-    found, _ = _authenticate(f"Bearer {Token.objects.create(user=user).key}")
+    found, _ = _authenticate(f"Bearer {api_token(user)}")
     assert found == user and roles_by_facility(found) == {}
 
 
 def test_unknown_tokens_inactive_users_and_bad_headers_are_refused(facility_a):
     user = member(facility_a, Role.RADIOLOGIST, is_active=False)
-    key = Token.objects.create(user=user).key
+    key = api_token(user)
     refusals = {
         f"Bearer {key}": "User inactive or deleted.",
         "Bearer 0123456789abcdef": "Invalid token.",
@@ -68,3 +71,19 @@ def test_unknown_tokens_inactive_users_and_bad_headers_are_refused(facility_a):
         with pytest.raises(exceptions.AuthenticationFailed, match=reason):
             _authenticate(header)
     assert _authenticate("Basic dXNlcjpwdw==") is None
+
+
+def test_tokens_issued_before_hashing_keep_working_after_the_migration():
+    """0005 stores the digest of each token issued when tokens were kept as themselves."""
+    import importlib
+
+    from django.apps import apps
+    from rest_framework.authtoken.models import Token
+
+    migration = importlib.import_module("accounts.migrations.0005_hash_api_tokens")
+    user = UserFactory(username="integration")
+    plain = Token.objects.create(user=user).key  # DRF's own: the token as the key
+    migration.hash_tokens(apps, None)
+    assert Token.objects.get(user=user).key == token_digest(plain)
+    found, _ = _authenticate(f"Token {plain}")
+    assert found == user

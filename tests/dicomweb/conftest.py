@@ -6,14 +6,13 @@ from dataclasses import dataclass
 import pytest
 from dicomweb_client import DICOMwebClient
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 from accounts.roles import Role
 from pacs import services
 from pacs.dicom import synthetic
 from pacs.models import Study
-from tests.factories import member
+from tests.factories import api_token, member
 
 
 @dataclass
@@ -73,7 +72,7 @@ def archive(facility_a, facility_b, image_store) -> Archive:
 
 
 def token_for(user: User) -> str:
-    return Token.objects.create(user=user).key
+    return api_token(user)
 
 
 def client_as(live_server, user: User | None, **headers: str) -> DICOMwebClient:

@@ -9,7 +9,6 @@ import requests
 from pydicom import Dataset, dcmread, dcmwrite
 from pydicom.data import get_testdata_file
 from pydicom.uid import JPEGLSLossless
-from rest_framework.authtoken.models import Token
 
 from accounts.models import AuditEvent, Membership
 from accounts.roles import Role
@@ -18,7 +17,7 @@ from pacs.dicom import synthetic
 from pacs.dicomweb import stow
 from pacs.models import Instance, Study
 from tests.dicomweb.conftest import client_as
-from tests.factories import member
+from tests.factories import api_token, member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,7 +43,7 @@ def body(*parts: bytes, content_type: str = "application/dicom") -> bytes:
 
 def post(live_server, user, data, path: str = "studies", **headers: str):
     if user is not None:
-        token = Token.objects.get_or_create(user=user)[0].key
+        token = api_token(user)
         headers.setdefault("Authorization", f"Bearer {token}")
     headers.setdefault("Content-Type", MULTIPART)
     return requests.post(
@@ -218,7 +217,7 @@ def test_a_client_hanging_up_mid_upload_gets_a_4xx_or_keeps_what_was_stored(tech
         "/dicom-web/studies",
         data=data,
         content_type=MULTIPART,
-        HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=technologist).key}",
+        HTTP_AUTHORIZATION=f"Bearer {api_token(technologist)}",
     )
     request._stream = HangsUp(data, cut)
     response = views.studies(request)
