@@ -90,17 +90,22 @@ class _Scanner:
         while True:
             index = self.buffer.find(delimiter)
             if index >= 0:
-                if sink is not None:
-                    sink.write(self.buffer[:index])
+                self._pass(index, sink)
                 del self.buffer[: index + len(delimiter)]
                 return True
             if len(self.buffer) > keep:
                 cut = len(self.buffer) - keep
-                if sink is not None:
-                    sink.write(self.buffer[:cut])
+                self._pass(cut, sink)
                 del self.buffer[:cut]
             if not self.fill():
                 return False
+
+    def _pass(self, count: int, sink: _LimitedSink | None) -> None:
+        """The first `count` bytes to `sink`, through a view (no copy of a part's worth
+        of bytes); the view is released before the buffer is cut."""
+        if sink is not None and count:
+            with memoryview(self.buffer) as view:
+                sink.write(view[:count])
 
     def line(self, limit: int) -> bytes:
         """One CRLF-terminated line, without its CRLF."""
@@ -127,7 +132,7 @@ class _LimitedSink:
         self.size = 0
         self.truncated = False
 
-    def write(self, data: bytes | bytearray) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         self.size += len(data)
         if self.truncated:
             return len(data)
