@@ -66,6 +66,8 @@ NO_DATA_SET = 0x0101
 # Failure statuses (PS3.7 C): SOP class not supported; unrecognised operation.
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 UNRECOGNIZED_OPERATION = 0x0211
+# PDUs up to this size are read into one buffer per association, reused.
+REUSED_BUFFER_BYTES = 1024 * 1024
 # Requests larger than this are pynetdicom's to deal with (a normal one is < 4 KiB).
 MAX_REQUEST_PEEK = 64 * 1024
 # A PDU longer than this is not a peer talking DICOM in good faith.
@@ -331,10 +333,25 @@ class Connection:
         self.sock = sock
         # PS3.8 9.3.5: the limit covers the PDV items, each with a 6-byte header.
         self.max_value = peer_max_pdu - 6 if peer_max_pdu > 6 else 1 << 30
+        self._reused = bytearray()
 
     def read(self, length: int) -> bytearray:
         buffer = bytearray(length)
-        view = memoryview(buffer)
+        self._read_into(memoryview(buffer), length)
+        return buffer
+
+    def read_pdu_body(self, length: int) -> memoryview:
+        """A PDU's body in a buffer the next PDU overwrites: a fresh 256 KiB buffer per
+        PDU cost page faults on every one. PDUs above REUSED_BUFFER_BYTES get their own."""
+        if length > REUSED_BUFFER_BYTES:
+            return memoryview(self.read(length))
+        if len(self._reused) < length:
+            self._reused = bytearray(max(length, 64 * 1024))  # views of the old one stay valid
+        view = memoryview(self._reused)[:length]
+        self._read_into(view, length)
+        return view
+
+    def _read_into(self, view: memoryview, length: int) -> None:
         received = 0
         while received < length:
             try:
@@ -346,15 +363,15 @@ class Connection:
             if count == 0:
                 raise PeerGone("connection closed by the peer")
             received += count
-        return buffer
 
-    def pdus(self) -> Iterator[tuple[int, bytearray]]:
+    def pdus(self) -> Iterator[tuple[int, memoryview]]:
+        """(type, body) of each PDU; a body is valid until the next one is read."""
         while True:
             header = self.read(6)
             length = struct.unpack_from(">L", header, 2)[0]
             if length > MAX_PDU_LENGTH:
                 raise ProtocolError(f"PDU of {length} bytes", reason=0x06)
-            yield header[0], self.read(length)
+            yield header[0], self.read_pdu_body(length)
 
     def send_command(self, context_id: int, command: bytes) -> None:
         """A command set in as many PDVs as the peer's maximum PDU length asks for."""
@@ -509,7 +526,7 @@ def _messages(
             raise PeerGone("aborted by the peer")
         if pdu_type != P_DATA_TF:
             raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02x}", reason=0x02)
-        view = memoryview(body)
+        view = body
         offset, end = 0, len(body)
         while offset < end:
             if offset + 6 > end:

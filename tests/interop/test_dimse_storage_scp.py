@@ -418,3 +418,29 @@ def test_pynetdicoms_temporary_files_are_staged_and_an_aborted_ones_is_swept(
     call_command("check_storage", "--repair", "--grace-minutes", "0", stdout=out)
     assert "orphans: 0, temporary: 1" in out.getvalue()
     assert _staged_files() == []
+
+
+def test_pdus_of_any_size_are_stored_byte_for_byte(listener, served):
+    """PDU bodies share one read buffer that grows (a PDU above 1 MiB gets its own): each
+    is written out before the next is read, whatever their sizes."""
+    uid = "1.2.826.0.1.3680043.10.1482.1.7"
+    data_set = _ct_data_set(uid, 3 * 1024 * 1024)
+    sizes = [16000, 300_000, 1_600_000, 16000, 70_000]
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(data_set[start : start + size])
+        start += size
+    pieces.append(data_set[start:])
+    sock = _associate_raw(listener)
+    try:
+        sock.sendall(_pdu(1, 0x03, _store_command(uid)))
+        for piece in pieces[:-1]:
+            sock.sendall(_pdu(1, 0x00, piece))
+        sock.sendall(_pdu(1, 0x02, pieces[-1]))
+        assert _response(sock).Status == 0x0000
+    finally:
+        sock.close()
+    stored = storage.read(Instance.objects.get(sop_instance_uid=uid).storage_key)
+    prefix = storage_scp.part10_prefix(CTImageStorage, uid, ImplicitVRLittleEndian)
+    assert stored == prefix + data_set
+    assert served == ["STORESCU"]
