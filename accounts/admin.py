@@ -3,6 +3,8 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.http import HttpRequest, HttpResponse
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from accounts import audit
 from accounts.models import AuditEvent, Facility, Membership, User
@@ -93,3 +95,19 @@ def _platform_operators_only(request: HttpRequest) -> bool:
 
 admin.site.has_permission = _platform_operators_only
 admin.site.site_header = "RadPACS administration"
+
+
+# API tokens are stored as their digest and shown once by `manage.py issue_api_token`:
+# a token added here would be one nobody knows. The admin lists and revokes them.
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class ApiTokenAdmin(TokenAdmin):
+    list_display = ("user", "created")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -87,3 +87,22 @@ def test_tokens_issued_before_hashing_keep_working_after_the_migration():
     assert Token.objects.get(user=user).key == token_digest(plain)
     found, _ = _authenticate(f"Token {plain}")
     assert found == user
+
+
+def test_the_admin_lists_and_revokes_tokens_but_cannot_make_one_nobody_knows():
+    from django.urls import reverse
+    from rest_framework.authtoken.models import Token
+
+    from tests.factories import client_for
+
+    operator = UserFactory(username="operator", is_staff=True, is_superuser=True)
+    holder = UserFactory(username="integration")
+    api_token(holder)
+    client = client_for(operator)
+    listed = client.get(reverse("admin:authtoken_tokenproxy_changelist"))
+    assert listed.status_code == 200 and "integration" in listed.content.decode()
+    assert Token.objects.get(user=holder).key not in listed.content.decode()
+    assert client.get(reverse("admin:authtoken_tokenproxy_add")).status_code == 403
+    revoke = reverse("admin:authtoken_tokenproxy_delete", args=[holder.pk])
+    assert client.post(revoke, {"post": "yes"}).status_code == 302
+    assert not Token.objects.filter(user=holder).exists()
