@@ -16,6 +16,7 @@ from django.utils import timezone
 from accounts.models import Facility, User
 from accounts.roles import Capability
 from accounts.scoping import facility_ids_for
+from config import plain_sql
 from ris import scheduling
 from ris.models import (
     Appointment,
@@ -137,8 +138,8 @@ def patient_holding(
     """
     issuer = issuer or facility.mrn_issuer
     lock = lock and connection.features.has_select_for_update
-    rows = Patient.objects.raw(_patient_holding_sql(lock), [facility.pk, issuer, value] * 2)
-    return next(iter(rows), None)
+    sql = _patient_holding_sql(lock)
+    return plain_sql.select_one(Patient, sql, [facility.pk, issuer, value] * 2)
 
 
 @functools.cache

@@ -36,3 +36,17 @@ def test_an_update_of_a_row_gone_fails_as_save_does(facility_a):
     patient.family_name = "Jones"
     with pytest.raises(DatabaseError, match="did not affect any rows"):
         plain_sql.update(patient, ["family_name"])
+
+
+def test_select_one_reads_a_row_as_the_orm_does(facility_a):
+    """Dates, datetimes and booleans come back typed (SQLite returns text and ints)."""
+    made = PatientFactory(facility=facility_a, birth_date=dt.date(1970, 1, 2))
+    table = Patient._meta.db_table
+    columns = ", ".join(f"p.{field.column}" for field in Patient._meta.concrete_fields)
+    sql = f"SELECT {columns}, 1 AS extra FROM {table} p WHERE p.id = %s"
+    found = plain_sql.select_one(Patient, sql, [made.pk])
+    expected = Patient.objects.get(pk=made.pk)
+    assert found is not None and found.pk == made.pk and not found._state.adding
+    for field in Patient._meta.concrete_fields:
+        assert getattr(found, field.attname) == getattr(expected, field.attname), field.name
+    assert plain_sql.select_one(Patient, sql, [0]) is None
