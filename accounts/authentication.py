@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
 from accounts.models import Facility, Membership, User
+from config import plain_sql
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -52,15 +53,17 @@ def token_with_user(token: str) -> tuple[User, Token] | None:
     filled in (what `accounts.scoping.roles_by_facility` would read next); None if no
     such token."""
     key = token_digest(token)
-    rows = list(User.objects.raw(_token_statement(), [key]))  # one row per role held
+    with connection.cursor() as cursor:
+        cursor.execute(_token_statement(), [key])
+        rows = cursor.fetchall()  # one row per role held
     if not rows:
         return None
-    user = rows[0]
+    user = plain_sql.instance_of(User, rows[0])
     roles: dict[int, set[str]] = {}
     for row in rows:
-        if row.role_facility_id is not None:
-            roles.setdefault(row.role_facility_id, set()).add(row.role_name)
-    del user.role_facility_id, user.role_name
+        facility_id, role = row[-2], row[-1]
+        if facility_id is not None:
+            roles.setdefault(facility_id, set()).add(role)
     if user.is_active:
         user.__dict__["_facility_roles_cache"] = roles
     return user, Token(key=key, user=user)

@@ -72,17 +72,31 @@ def _update_statement(
 
 
 def select_one(
-    model: type[M], sql: str, params: Sequence[Any], using: str = DEFAULT_DB_ALIAS
+    model: type[M],
+    sql: str,
+    params: Sequence[Any],
+    *,
+    deferred: tuple[str, ...] = (),
+    using: str = DEFAULT_DB_ALIAS,
 ) -> M | None:
-    """The first row of `sql` as a `model` instance, or None. The statement selects the
-    model's concrete fields first, in their order (more columns may follow)."""
-    connection = connections[using]
-    with connection.cursor() as cursor:
+    """The first row of `sql` as a `model` instance, or None (see `instance_of`)."""
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    if row is None:
-        return None
-    names, converters = _row_reader(model, using)
+    return None if row is None else instance_of(model, row, deferred=deferred, using=using)
+
+
+def instance_of(
+    model: type[M],
+    row: Sequence[Any],
+    *,
+    deferred: tuple[str, ...] = (),
+    using: str = DEFAULT_DB_ALIAS,
+) -> M:
+    """A row as a `model` instance, as the ORM makes one. The row holds the model's
+    concrete fields first, in their order, but those named in `deferred` (then loaded
+    when read); columns after them are the caller's."""
+    names, converters = _row_reader(model, deferred, using)
     values = list(row[: len(names)])
     for index, convert in converters:
         values[index] = convert(values[index])
@@ -91,11 +105,11 @@ def select_one(
 
 @functools.cache
 def _row_reader(
-    model: type[Model], using: str
+    model: type[Model], deferred: tuple[str, ...], using: str
 ) -> tuple[list[str], list[tuple[int, Callable[[Any], Any]]]]:
     """The field names of a row, and what the ORM would convert (e.g. SQLite's dates)."""
     connection = connections[using]
-    fields = model._meta.concrete_fields
+    fields = [field for field in model._meta.concrete_fields if field.name not in deferred]
     converters = []
     for index, field in enumerate(fields):
         column = field.get_col(model._meta.db_table)

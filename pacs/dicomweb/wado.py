@@ -23,6 +23,7 @@ from pydicom.uid import (
     UncompressedTransferSyntaxes,
 )
 
+from config import plain_sql
 from pacs import storage
 from pacs.dicom.parse import BULK_DATA_URI_PREFIX
 from pacs.dicomweb.access import DicomWebError, Scope
@@ -82,7 +83,14 @@ def instance_for_pixels(target: Target, scope: Scope) -> Instance | None:
         return rows.annotate(study_pk=F("series__study_id")).first()
     sql = _pixel_instance_statement(len(facility_ids))
     params = [target.study_uid, target.series_uid, target.sop_instance_uid, *facility_ids]
-    return next(iter(Instance.objects.raw(sql, params)), None)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    instance = plain_sql.instance_of(Instance, row, deferred=("metadata_json",))
+    instance.study_pk = row[-1]
+    return instance
 
 
 @functools.lru_cache(maxsize=16)
