@@ -141,29 +141,41 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def celery_worker(
-    celery_on_redis: Celery, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_worker(
+    app: Celery, redis_url: str, log: Path, *options: str, env: dict[str, str] | None = None
 ) -> Iterator[Worker]:
-    """A real `celery worker` process consuming from our Redis, with the probe tasks loaded."""
-    log = tmp_path_factory.mktemp("celery") / "worker.log"
-    hostname = f"probe-{uuid.uuid4().hex[:8]}@localhost"
-    env = dict(os.environ)
-    env["REDIS_URL"] = redis_url
+    """A `celery worker` process consuming from our Redis (`options` added to its
+    command line, `env` to its environment), answering pings, stopped on exit."""
+    hostname = f"worker-{uuid.uuid4().hex[:8]}@localhost"
+    environment = dict(os.environ)
+    environment["REDIS_URL"] = redis_url
     # The worker is not under pytest, so settings refuse the development key there.
-    env.setdefault("SECRET_KEY", "services-test-worker-key-not-secret")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["DATABASE_CONN_MAX_AGE"] = "60"  # as docs/operations.md has production run it
-    cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo"]
-    cmd += ["--include", "tests.services.probe_tasks", "-l", "info", "-n", hostname]
-    cmd += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    proc = _spawn(cmd, log, env)
+    environment.setdefault("SECRET_KEY", "services-test-worker-key-not-secret")
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment["DATABASE_CONN_MAX_AGE"] = "60"  # as docs/operations.md has production run it
+    environment.update(env or {})
+    cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", *options]
+    cmd += ["-l", "info", "-n", hostname, "--without-gossip", "--without-mingle"]
+    cmd += ["--without-heartbeat"]
+    proc = _spawn(cmd, log, environment)
 
     def answers_ping() -> bool:
-        return bool(celery_on_redis.control.ping(destination=[hostname], timeout=0.5))
+        return bool(app.control.ping(destination=[hostname], timeout=0.5))
 
     try:
         _wait_for(answers_ping, proc, "celery worker", log)
         yield Worker(proc, hostname, log)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    celery_on_redis: Celery, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """A real `celery worker` process consuming from our Redis, with the probe tasks loaded."""
+    log = tmp_path_factory.mktemp("celery") / "worker.log"
+    options = ("--pool=solo", "--include", "tests.services.probe_tasks")
+    with running_worker(celery_on_redis, redis_url, log, *options) as worker:
+        yield worker

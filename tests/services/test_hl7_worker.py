@@ -8,11 +8,8 @@ and each patient's messages still applied in the order they arrived.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +22,7 @@ from ris.hl7.listener import Background, Options
 from ris.hl7.models import InboundMessage, Partner
 from ris.models import Patient
 from tests.factories import FacilityFactory
-from tests.services.conftest import Worker, _spawn, _stop, _wait_for
+from tests.services.conftest import Worker, running_worker
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -40,31 +37,14 @@ def hl7_workers(celery_on_redis: Celery, redis_url: str, tmp_path: Path) -> Iter
     if connection.vendor != "postgresql":
         pytest.skip("a worker process cannot open the test's SQLite database")
     db = connection.settings_dict
-    log = tmp_path / "worker.log"
-    hostname = f"hl7-{uuid.uuid4().hex[:8]}@localhost"
-    env = dict(os.environ)
-    env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=(
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        ),
-        DATABASE_CONN_MAX_AGE="60",
-        SECRET_KEY=env.get("SECRET_KEY") or "services-test-worker-key-not-secret",
-        PYTHONUNBUFFERED="1",
+    database_url = (
+        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     )
-    cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency=2"]
-    cmd += ["-l", "info", "-n", hostname, "--without-gossip", "--without-mingle"]
-    cmd += ["--without-heartbeat"]
-    proc = _spawn(cmd, log, env)
-
-    def answers_ping() -> bool:
-        return bool(celery_on_redis.control.ping(destination=[hostname], timeout=0.5))
-
-    try:
-        _wait_for(answers_ping, proc, "celery worker", log)
-        yield Worker(proc, hostname, log)
-    finally:
-        _stop(proc)
+    log = tmp_path / "worker.log"
+    with running_worker(
+        celery_on_redis, redis_url, log, "--concurrency=2", env={"DATABASE_URL": database_url}
+    ) as worker:
+        yield worker
 
 
 def _message(patient: int, number: int) -> str:
