@@ -185,7 +185,7 @@ class StagedFile:
                 )
                 break
             except FileNotFoundError:
-                _known_dirs.discard(folder)  # pruned since (check_storage removes empty folders)
+                forget_folder(folder)  # pruned since (check_storage removes empty folders)
                 if attempt == 2:
                     raise
         self._hash = hashlib.sha256()
@@ -271,6 +271,12 @@ def staging_folder() -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         _known_dirs.add(folder)
     return folder
+
+
+def forget_folder(folder: Path) -> None:
+    """A folder made earlier is gone (check_storage prunes empty ones): make it again
+    when next asked."""
+    _known_dirs.discard(folder)
 
 
 def _staging_root() -> Path:

@@ -180,7 +180,7 @@ def _show(
     row = _representative(scope, target) if representative else _instance(scope, target)
     frame = _frame_index(frames, row, representative)
     accept = request.headers.get("Accept", "")
-    stored = row.series.thumbnail_key if thumbnail and representative else ""  # loaded
+    stored = row.series.thumbnail_key if thumbnail and representative else ""
     media_type = pixels.rendered_type(accept, default="image/png" if stored else "image/jpeg")
     body = None
     if stored and options.viewport is None:

@@ -156,7 +156,12 @@ def _staged_temporary_file(*args: Any, **kwargs: Any) -> IO[bytes]:
     deletes the file after the handler, but not when the association is aborted or the
     process killed mid-transfer; `check_storage --repair` removes such leftovers."""
     kwargs.update(dir=storage.staging_folder(), prefix=storage.TEMPORARY_PREFIX)
-    return tempfile.NamedTemporaryFile(*args, **kwargs)
+    try:
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
+    except FileNotFoundError:  # the folder was pruned (check_storage) since it was made
+        storage.forget_folder(kwargs["dir"])
+        kwargs["dir"] = storage.staging_folder()
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
 
 
 # How long a process that is serving associations lets an idle sibling take a new

@@ -2,6 +2,7 @@
 
 import io
 import mmap
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,15 @@ def test_a_failed_staging_raises_and_leaves_no_file(monkeypatch):
     with pytest.raises(OSError), storage.received(io.BytesIO(content), len(content)):
         pass
     assert _staged_files() == []
+
+
+def test_pynetdicoms_temporary_file_goes_to_a_staging_folder_made_again_if_pruned():
+    from pacs.dimse import server
+
+    folder = storage.staging_folder()
+    folder.rmdir()  # check_storage prunes empty folders; the process still remembers it
+    with server._staged_temporary_file(delete=False, mode="wb", suffix=".dcm") as handle:
+        path = Path(handle.name)
+    assert path.parent == folder and path.name.startswith(storage.TEMPORARY_PREFIX)
+    assert _staged_files() == [path]
+    path.unlink()
