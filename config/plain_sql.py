@@ -32,16 +32,42 @@ def insert(obj: Model, using: str = DEFAULT_DB_ALIAS) -> None:
     obj._state.db = using
 
 
+def insert_new(obj: Model, unique_field: str, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """`insert`, unless a row holds the same value of `unique_field` (a column with a
+    unique constraint of its own): then nothing is written and False returned. A row
+    being inserted by another transaction is waited for, as the constraint makes the
+    database do (ON CONFLICT DO NOTHING)."""
+    connection = connections[using]
+    fields, sql = _insert_statement(type(obj), using, unique_field)
+    values = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    obj.pk = row[0]
+    obj._state.adding = False
+    obj._state.db = using
+    return True
+
+
 @functools.cache
-def _insert_statement(model: type[Model], using: str) -> tuple[tuple[Field, ...], str]:
+def _insert_statement(
+    model: type[Model], using: str, unique_field: str = ""
+) -> tuple[tuple[Field, ...], str]:
     meta = model._meta
     fields = tuple(field for field in meta.concrete_fields if not field.primary_key)
     quote = connections[using].ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
+    conflict = (
+        f"ON CONFLICT ({quote(meta.get_field(unique_field).column)}) DO NOTHING "
+        if unique_field
+        else ""
+    )
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
-        f"RETURNING {quote(meta.pk.column)}"
+        f"{conflict}RETURNING {quote(meta.pk.column)}"
     )
     return fields, sql
 

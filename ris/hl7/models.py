@@ -114,20 +114,23 @@ class InboundMessage(models.Model):
     duplicate_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Set on the first copy of a message only (not on rejected ones or duplicates): the
+    # unique index finds a resend on insert, concurrent copies included.
+    copy_key = models.BinaryField(
+        max_length=32, null=True, help_text="SHA-256 of sender, control id and content but MSH-7."
+    )
 
     objects = FacilityScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
         indexes = [
-            models.Index(
-                fields=["sending_application", "sending_facility", "control_id"],
-                name="hl7_in_control_id",
-            ),
+            models.Index(fields=["control_id"], name="hl7_in_control_id"),
             models.Index(fields=["patient_key", "status", "id"], name="hl7_in_patient_queue"),
             models.Index(fields=["status", "id"], name="hl7_in_status"),
             models.Index(fields=["order_number"], name="hl7_in_order_number"),
         ]
+        constraints = [models.UniqueConstraint(fields=["copy_key"], name="hl7_in_copy_key")]
 
     def __str__(self) -> str:
         return f"{self.message_type or 'message'} {self.control_id}".strip()

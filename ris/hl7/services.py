@@ -7,14 +7,14 @@ what the Celery task calls. Both can run many at once, in many processes.
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
@@ -87,18 +87,15 @@ def message_receive(
     else:
         row.ack_code = ack.ACCEPT
         row.ack = ack.build(header, ack.ACCEPT)
-    with transaction.atomic():
-        if row.status == Status.RECEIVED:
-            original = _original_of(row)
-            if original is not None:
-                row.status = Status.DUPLICATE
-                row.duplicate_of = original
-                row.processed_at = timezone.now()
-        plain_sql.insert(row)  # the ORM's building of it cost more than running it
-        if row.status == Status.RECEIVED:
-            # Robust: the message is stored either way; a broker that is down must not
-            # make the listener say "not stored" (the periodic requeue sends the task).
-            transaction.on_commit(lambda: (announce or _process_soon)(row.pk), robust=True)
+    if row.status != Status.REJECTED and row.control_id:
+        row.copy_key = copy_key(
+            row.sending_application, row.sending_facility, row.control_id, row.text
+        )
+    _store(row)
+    if row.status == Status.RECEIVED:
+        # Robust: the message is stored either way; a broker that is down must not
+        # make the listener say "not stored" (the periodic requeue sends the task).
+        transaction.on_commit(lambda: (announce or _process_soon)(row.pk), robust=True)
     wanted = header is None or ack.wanted(header, row.ack_code)
     return Receipt(ack=row.ack if wanted else None, message_id=row.pk)
 
@@ -240,64 +237,52 @@ def _check(message: Message, facility: Facility) -> None:
         handler.check(message, facility)
 
 
-def _original_of(row: InboundMessage) -> InboundMessage | None:
-    """The earlier copy of a message a sender sent again (same sender and control id, the
-    same content): applied once, acknowledged each time. Same id, other content, is a new
-    message, kept and applied (the sender reuses ids)."""
-    if not row.control_id:
-        return None
-    params = [row.sending_application, row.sending_facility, row.control_id, Status.REJECTED]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Two copies arriving at once on two connections must not both be taken as
-            # new: a transaction-level advisory lock on the control id serializes the
-            # check (elsewhere, SQLite, writers are serialized anyway). Sent with the
-            # check in one round trip; each statement still reads after the one before
-            # (READ COMMITTED: a snapshot per statement), so after the lock is held.
-            key = f"{row.sending_application}|{row.sending_facility}|{row.control_id}"
-            cursor.execute(
-                f"SELECT pg_advisory_xact_lock(hashtext(%s)); {_earlier_copies_sql()}",
-                [key, *params],
+def copy_key(sending_application: str, sending_facility: str, control_id: str, text: str) -> bytes:
+    """What makes two messages copies of one: the sender, the control id and the content
+    but MSH-7 (a resend is often stamped anew). The same id with other content is a new
+    message (senders reuse ids)."""
+    msh, _, rest = text.partition("\r")
+    fields = msh.split(msh[3:4] or "|")
+    if len(fields) > 6:
+        fields[6] = ""
+    hashed = hashlib.sha256()
+    for part in (sending_application, sending_facility, control_id):
+        hashed.update(part.encode())
+        hashed.update(b"\x00")  # never in the text: NUL is read as "?"
+    hashed.update("|".join(fields).encode())
+    hashed.update(b"\r")
+    hashed.update(rest.encode())
+    return hashed.digest()
+
+
+def _store(row: InboundMessage) -> None:
+    """Insert the row, committed (autocommit: one statement, one round trip on the
+    listener's path). A message whose copy key an earlier row holds (the sender lost our
+    ACK and sent it again) is stored as that row's duplicate: applied once, acknowledged
+    each time. A copy still being stored on another connection is waited for by the
+    unique index. A failed copy of a failed message is kept as another failed row."""
+    if row.copy_key is None:
+        plain_sql.insert(row)
+        return
+    for _ in range(3):
+        if plain_sql.insert_new(row, "copy_key"):
+            return
+        with transaction.atomic():
+            original_id = (
+                InboundMessage.objects.filter(copy_key=row.copy_key)
+                .values_list("id", flat=True)
+                .first()
             )
-            cursor.nextset()
-        else:
-            cursor.execute(_earlier_copies_sql(), params)
-        earlier = cursor.fetchall()
-    for candidate_id, text in earlier:
-        if _same_content(text, row.text):
-            return InboundMessage(pk=candidate_id)
-    return None
-
-
-@functools.cache
-def _earlier_copies_sql() -> str:
-    """Plain SQL for `_original_of`: it runs for every message the listener stores, and
-    the ORM's building of the query cost more than the query (an index lookup)."""
-    quote = connection.ops.quote_name
-    meta = InboundMessage._meta
-
-    def column(name: str) -> str:
-        return quote(meta.get_field(name).column)
-
-    return (
-        f"SELECT {column('id')}, {column('text')} FROM {quote(meta.db_table)} "  # noqa: S608
-        f"WHERE {column('sending_application')} = %s AND {column('sending_facility')} = %s "
-        f"AND {column('control_id')} = %s AND {column('duplicate_of')} IS NULL "
-        f"AND {column('status')} <> %s ORDER BY {column('id')}"
-    )
-
-
-def _same_content(first: str, second: str) -> bool:
-    """Equal but for MSH-7 (a resend is often stamped anew)."""
-
-    def without_time(text: str) -> str:
-        msh, _, rest = text.partition("\r")
-        fields = msh.split(msh[3:4] or "|")
-        if len(fields) > 6:
-            fields[6] = ""
-        return "|".join(fields) + "\r" + rest
-
-    return first == second or without_time(first) == without_time(second)
+            if original_id is None:  # deleted since: this copy is the first again
+                continue
+            row.copy_key = None
+            if row.status == Status.RECEIVED:
+                row.status = Status.DUPLICATE
+                row.duplicate_of_id = original_id
+                row.processed_at = timezone.now()
+            plain_sql.insert(row)
+            return
+    raise RuntimeError(f"Could not store message {row.control_id!r}: its copy key keeps moving.")
 
 
 # ---- processing ------------------------------------------------------------------------

@@ -280,6 +280,19 @@ def test_a_cancel_for_an_unknown_order_is_kept_and_applied_when_its_order_arrive
     assert f"then message {cancel.message_id}" in row_of(new).outcome
 
 
+def test_a_resend_of_a_kept_cancel_is_kept_too_and_the_first_copy_stays_the_original(
+    facility, receive
+):
+    """Both copies stay for replay, as before copy keys; a later accepted copy would be
+    the first one's duplicate."""
+    first = receive(corpus("orm_cancel.hl7"))
+    again = receive(corpus("orm_cancel.hl7"))
+    assert msa_code(first) == msa_code(again) == "AE"
+    assert row_of(first).status == row_of(again).status == Status.FAILED
+    assert row_of(first).copy_key is not None
+    assert row_of(again).copy_key is None
+
+
 def test_a_cancel_whose_order_waits_in_the_queue_is_accepted(
     facility, django_capture_on_commit_callbacks
 ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 import pytest
 from django.db import connection, connections, transaction
@@ -365,27 +366,22 @@ def test_a_batch_leaves_messages_another_worker_holds_without_waiting(default_fa
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="two connections at once")
 def test_a_copy_arriving_while_the_first_is_being_stored_is_taken_as_a_duplicate(
-    default_facility, monkeypatch
+    default_facility,
 ):
-    """The first copy holds its control id's lock until it commits: the second waits,
-    then reads the first as committed, instead of both being taken as new."""
+    """The first copy's insert holds its copy key until it commits: the second copy's
+    insert waits on the unique index, then finds the key taken, instead of both being
+    taken as new."""
     first_inserted, first_may_commit = threading.Event(), threading.Event()
-    insert = services.plain_sql.insert
-
-    def insert_then_wait(row):
-        insert(row)
-        if threading.current_thread() is not threading.main_thread():
-            first_inserted.set()
-            first_may_commit.wait(10)
-
-    monkeypatch.setattr(services.plain_sql, "insert", insert_then_wait)
     receipts = []
 
     def first_copy() -> None:
         try:
-            receipts.append(
-                services.message_receive(admit("SAME"), peer="a", announce=lambda _id: None)
-            )
+            with transaction.atomic():
+                receipts.append(
+                    services.message_receive(admit("SAME"), peer="a", announce=lambda _id: None)
+                )
+                first_inserted.set()
+                first_may_commit.wait(10)
         finally:
             connections.close_all()
 
@@ -395,13 +391,45 @@ def test_a_copy_arriving_while_the_first_is_being_stored_is_taken_as_a_duplicate
         assert first_inserted.wait(10)
         second = threading.Timer(0.5, first_may_commit.set)  # while the copy waits
         second.start()
+        started = time.monotonic()
         copy = services.message_receive(admit("SAME"), peer="b", announce=lambda _id: None)
+        waited = time.monotonic() - started
     finally:
         first_may_commit.set()
         sender.join()
+    assert waited >= 0.4  # it did wait for the first copy's commit
     row = InboundMessage.objects.get(pk=copy.message_id)
     assert row.status == Status.DUPLICATE
     assert row.duplicate_of_id == receipts[0].message_id
+    assert row.copy_key is None
+    assert InboundMessage.objects.get(pk=receipts[0].message_id).status == Status.RECEIVED
+
+
+def test_messages_stored_before_copy_keys_get_theirs_from_the_migration(
+    default_facility, django_capture_on_commit_callbacks
+):
+    """0003 keys the first copy of each message the old lookup would have found, so a
+    resend of a message stored before the upgrade is still a duplicate."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("ris.hl7.migrations.0003_copy_key")
+    first = receive(admit("OLD1"), django_capture_on_commit_callbacks)
+    later = receive(admit("OLD1", mrn="9"), django_capture_on_commit_callbacks)
+    InboundMessage.objects.update(copy_key=None)
+    # Rows the old lookup skipped: a rejected message, and a second original copy.
+    rejected = InboundMessage.objects.create(control_id="OLD2", status=Status.REJECTED)
+    copy = InboundMessage.objects.get(pk=first.message_id)
+    copy.pk = None
+    copy.save()
+    migration.key_first_copies(apps, None)
+    keys = dict(InboundMessage.objects.values_list("id", "copy_key"))
+    assert keys[first.message_id] is not None and keys[later.message_id] is not None
+    assert bytes(keys[first.message_id]) != bytes(keys[later.message_id])
+    assert keys[rejected.pk] is None and keys[copy.pk] is None
+    resend = receive(admit("OLD1"), django_capture_on_commit_callbacks)
+    assert InboundMessage.objects.get(pk=resend.message_id).duplicate_of_id == first.message_id
 
 
 def test_messages_whose_task_was_lost_are_queued_again(
