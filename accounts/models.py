@@ -75,7 +75,10 @@ class User(AbstractUser):
 class Membership(models.Model):
     """A user's role at a facility. A user may hold several roles and facilities."""
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="memberships")
     role = models.CharField(max_length=32, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -133,8 +136,9 @@ class AuditEvent(models.Model):
     actor = models.CharField(
         max_length=150, help_text="Username, AE title or HL7 sender at the time of the event."
     )
+    # db_index=False: an index or unique constraint of Meta starts with it.
     facility = models.ForeignKey(
-        Facility, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Facility, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     action = models.CharField(max_length=16, choices=Action.choices)
     door = models.CharField(max_length=16, choices=Door.choices)
@@ -175,7 +179,10 @@ class AuditEventPatient(models.Model):
     rather than a scan of JSON details.
     """
 
-    event = models.ForeignKey(AuditEvent, on_delete=models.PROTECT, related_name="patients")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    event = models.ForeignKey(
+        AuditEvent, on_delete=models.PROTECT, related_name="patients", db_index=False
+    )
     patient_id = models.BigIntegerField(db_index=True)
 
     objects = AuditEventQuerySet.as_manager()
@@ -193,7 +200,10 @@ class Notification(models.Model):
     """A message to one user inside the application (a critical result to acknowledge,
     a report ready), shown in the navigation until read."""
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="notifications")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, related_name="notifications", db_index=False
+    )
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
     kind = models.CharField(max_length=32)
     title = models.CharField(max_length=200)

@@ -9,7 +9,10 @@ from accounts.scoping import FacilityScopedQuerySet
 class Payer(models.Model):
     """An insurer or other payer a facility bills (X12 837P Loop 2010BB)."""
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="payers")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="payers", db_index=False
+    )
     name = models.CharField(max_length=200)
     payer_identifier = models.CharField(
         max_length=80, blank=True, help_text="Payer ID used in claims (NM109)."
@@ -36,7 +39,10 @@ class FeeScheduleEntry(models.Model):
     in place for past dates: a new entry with a later effective date keeps history.
     """
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="fees")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="fees", db_index=False
+    )
     payer = models.ForeignKey(
         Payer,
         on_delete=models.PROTECT,
@@ -97,7 +103,10 @@ class Charge(models.Model):
         EXPORTED = "exported", "Exported"
         VOID = "void", "Void"
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="charges")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="charges", db_index=False
+    )
     order = models.ForeignKey("ris.Order", on_delete=models.PROTECT, related_name="charges")
     patient = models.ForeignKey("ris.Patient", on_delete=models.PROTECT, related_name="charges")
     payer = models.ForeignKey(

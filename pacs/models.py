@@ -45,7 +45,10 @@ class Study(models.Model):
     listed, searched and reconciled by a human.
     """
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="studies")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="studies", db_index=False
+    )
     patient = models.ForeignKey(
         "ris.Patient", on_delete=models.PROTECT, null=True, blank=True, related_name="studies"
     )
@@ -97,7 +100,10 @@ class Study(models.Model):
 
 
 class Series(models.Model):
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
     series_instance_uid = models.CharField(max_length=64)
     modality = models.CharField(max_length=16, blank=True)
@@ -182,7 +188,10 @@ class Annotation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotations"
     )
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="annotations")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="annotations", db_index=False
+    )
     series_instance_uid = models.CharField(max_length=64)
     sop_instance_uid = models.CharField(max_length=64)
     frame_number = models.PositiveIntegerField(

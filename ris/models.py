@@ -22,7 +22,10 @@ class Patient(models.Model):
         OTHER = "O", "Other"
         UNKNOWN = "U", "Unknown"
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="patients")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="patients", db_index=False
+    )
     mrn = models.CharField("MRN", max_length=64)
     mrn_issuer = models.CharField(
         "issuer of MRN", max_length=64, help_text="DICOM Issuer of Patient ID (0010,0021)."
@@ -130,7 +133,10 @@ class PatientIdentifier(models.Model):
         PPN = "PPN", "Passport number"
         U = "U", "Unspecified"
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="identifiers")
     value = models.CharField(max_length=64, help_text="HL7 CX-1, DICOM (0010,1000).")
     issuer = models.CharField(
@@ -284,7 +290,10 @@ LONGEST_APPOINTMENT = dt.timedelta(hours=24)
 class Procedure(models.Model):
     """An orderable imaging procedure in a facility's catalogue (CPT/HCPCS code)."""
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="procedures")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="procedures", db_index=False
+    )
     code = models.CharField(max_length=16, help_text="CPT/HCPCS or local code.")
     name = models.CharField(max_length=200)
     modality = models.CharField(max_length=4, choices=Modality.choices)
@@ -316,7 +325,10 @@ class Procedure(models.Model):
 class Room(models.Model):
     """A scan room with its modality: a schedulable resource and a DICOM AE title."""
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="rooms")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="rooms", db_index=False
+    )
     name = models.CharField(max_length=100)
     modality = models.CharField(max_length=4, choices=Modality.choices)
     ae_title = models.CharField(
@@ -401,7 +413,10 @@ class Order(models.Model):
         URGENT = "urgent", "Urgent"
         ROUTINE = "routine", "Routine"
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="orders")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="orders")
     procedure = models.ForeignKey(Procedure, on_delete=models.PROTECT, related_name="orders")
     accession_number = models.CharField(max_length=16, help_text="DICOM (0008,0050).")
@@ -518,7 +533,10 @@ class Appointment(models.Model):
 
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="appointments")
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="appointments")
-    room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="appointments")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    room = models.ForeignKey(
+        Room, on_delete=models.PROTECT, related_name="appointments", db_index=False
+    )
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     is_cancelled = models.BooleanField(default=False)
@@ -608,7 +626,10 @@ class Visit(models.Model):
         UNKNOWN = "U", "Unknown"
 
     facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
-    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="visits")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, related_name="visits", db_index=False
+    )
     visit_number = models.CharField(
         max_length=64, blank=True, help_text="HL7 PV1-19 (CX-1); blank when not sent."
     )
@@ -729,8 +750,14 @@ class Report(models.Model):
         CORRECTED = "corrected", "Corrected"
         ADDENDED = "addended", "Final, with addendum"
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="reports")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, related_name="reports", db_index=False
+    )
     template = models.ForeignKey(
         ReportTemplate, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -795,7 +822,10 @@ REPORT_CLOSED = frozenset({R.FINAL, R.CORRECTED, R.ADDENDED})
 class ReportVersion(models.Model):
     """One signed release of a report, as it was sent: never changed afterwards."""
 
-    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="versions")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    report = models.ForeignKey(
+        Report, on_delete=models.CASCADE, related_name="versions", db_index=False
+    )
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=12, choices=Report.Status.choices)
     sections = models.JSONField(default=list)
@@ -852,7 +882,10 @@ class CriticalResult(models.Model):
         PHONE = "phone", "By telephone (read back)"
         IN_PERSON = "in_person", "In person"
 
-    facility = models.ForeignKey(Facility, on_delete=models.PROTECT, related_name="+")
+    # db_index=False: an index or unique constraint of Meta starts with it.
+    facility = models.ForeignKey(
+        Facility, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="critical_results")
     finding = models.TextField()
     flagged_by = models.ForeignKey(
