@@ -341,13 +341,20 @@ def messages_process(message_ids: list[int], *, drain: int = 0) -> BatchOutcome:
             .order_by("id")
         )
         if drain:
-            rows += (
+            # The ids first, then their rows: with the joins in the locking read, a
+            # planner whose statistics predate a burst joined and sorted every waiting
+            # message before taking the first `drain` (8 ms instead of 1).
+            drained = list(
                 locking.filter(status=Status.RECEIVED, attempts=0)
                 .exclude(pk__in=[row.pk for row in rows])
-                .select_related("facility", "partner")
-                .order_by("id")[:drain]
+                .order_by("id")
+                .values_list("pk", flat=True)[:drain]
             )
-            rows.sort(key=lambda row: row.pk)
+            if drained:
+                rows += InboundMessage.objects.filter(pk__in=drained).select_related(
+                    "facility", "partner"
+                )
+                rows.sort(key=lambda row: row.pk)
         behind = _queues_behind(rows)
         wanted = set(message_ids)
         failed_queues: set[tuple[int | None, str]] = set()
