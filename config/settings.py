@@ -128,6 +128,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+elif env_bool("DATABASE_PREPARED_STATEMENTS", True):
+    # Lets the statements config.plain_sql runs for every HL7 message, C-STORE or pixel
+    # request be prepared on the server, once per connection (their planning cost more
+    # than their execution). Django's own queries are never prepared (client-side
+    # binding). Off behind a pooler in transaction mode that cannot keep them
+    # (PgBouncer before 1.21, or with max_prepared_statements = 0).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
