@@ -318,11 +318,18 @@ class BatchOutcome:
     deferred: list[int]
 
 
+class _Isolate(Exception):
+    """A message of a batch run without savepoints failed: run the batch again with them."""
+
+
 def messages_process(message_ids: list[int], *, drain: int = 0) -> BatchOutcome:
-    """Apply messages the listener stored together in one transaction, each in a savepoint
-    of its own, as `message_process` would one after the other.
+    """Apply messages the listener stored together in one transaction, as
+    `message_process` would one after the other.
 
     One commit (one WAL flush) and one locking read for the batch instead of one each.
+    The batch runs first without a savepoint per message (two statements of six for an
+    update); should any message fail, all of it is rolled back and run again with them,
+    so that the failure takes back only its own message's writes.
     Order within a patient's queue holds: a queue with an earlier message waiting outside
     the batch, or whose rows another worker holds (SKIP LOCKED: no waiting, so no
     deadlock between two batches), is left out, and so is the rest of a queue after a
@@ -333,6 +340,13 @@ def messages_process(message_ids: list[int], *, drain: int = 0) -> BatchOutcome:
     then applies a full batch (the listener's batches are as small as its traffic is
     spread out), and the tasks of what it took find nothing left to do.
     """
+    try:
+        return _batch_process(message_ids, drain, isolated=False)
+    except _Isolate:
+        return _batch_process(message_ids, drain, isolated=True)
+
+
+def _batch_process(message_ids: list[int], drain: int, *, isolated: bool) -> BatchOutcome:
     locking = InboundMessage.objects.select_for_update(of=("self",), skip_locked=True)
     with transaction.atomic():
         rows = list(
@@ -369,7 +383,7 @@ def messages_process(message_ids: list[int], *, drain: int = 0) -> BatchOutcome:
             elif queue in failed_queues:
                 deferred.append(row.pk)
             else:
-                _apply(row)
+                _apply(row, isolated=isolated)
                 if row.status == Status.RECEIVED:  # unexpected error: its queue waits on it
                     failed_queues.add(queue)
                     deferred.append(row.pk)
@@ -437,10 +451,13 @@ def _process_next(facility_id: int | None, patient_key: str, message_id: int) ->
     return row.pk != message_id
 
 
-def _apply(row: InboundMessage) -> None:
+def _apply(row: InboundMessage, *, isolated: bool = True) -> None:
     """Apply one message inside the caller's transaction (in a savepoint of its own) and
     record the outcome. An unexpected error leaves it waiting, its attempts counted,
-    until MAX_ATTEMPTS set it aside as failed."""
+    until MAX_ATTEMPTS set it aside as failed.
+
+    Not `isolated`: without the savepoint, and any error raises `_Isolate` (the caller's
+    transaction must then be rolled back)."""
     row.attempts += 1
     error_code = parse.APPLICATION_INTERNAL_ERROR
     message: Message | None = None
@@ -450,8 +467,16 @@ def _apply(row: InboundMessage) -> None:
         message = parse.parse(bytes(row.raw))
         handler = HANDLERS.get(message.header.message_type) or HANDLERS[message.header.message_code]
         context = Context(facility=row.facility, partner=row.partner, message_id=row.pk)
-        with transaction.atomic():
-            outcome = handler.apply(message, context)
+        if isolated:
+            with transaction.atomic():
+                outcome = handler.apply(message, context)
+        else:
+            try:
+                outcome = handler.apply(message, context)
+            except Exception as error:
+                raise _Isolate from error
+    except _Isolate:
+        raise
     except NothingToDo as nothing:
         row.status = Status.IGNORED
         row.outcome = str(nothing)[:500]

@@ -9,11 +9,14 @@ import time
 
 import pytest
 from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts.models import AuditEvent
 from ris.hl7 import services, tasks
 from ris.hl7.inbound import HANDLERS, Handler
 from ris.hl7.models import InboundMessage, OutboundMessage, Partner
+from ris.hl7.parse import Hl7Error
 from ris.models import Patient
 from tests.factories import FacilityFactory
 
@@ -481,3 +484,56 @@ def test_the_listener_reads_partners_once_per_cache_period(
     ]
     assert len(partner_reads) == 1
     assert InboundMessage.objects.filter(facility=facility_a).count() == 2
+
+
+def test_a_batch_that_applies_cleanly_takes_no_savepoint_per_message(
+    default_facility, django_capture_on_commit_callbacks
+):
+    mrns = ["123", "456", "789"]
+    registered = [admit(f"S{mrn}", family="Smith", mrn=mrn) for mrn in mrns]
+    services.messages_process(_stored(django_capture_on_commit_callbacks, *registered))
+    updates = [admit(f"U{mrn}", family="Jones", mrn=mrn) for mrn in mrns]
+    ids = _stored(django_capture_on_commit_callbacks, *updates)
+    with CaptureQueriesContext(connection) as queries:
+        outcome = services.messages_process(ids)
+    assert outcome.applied == 3
+    assert set(Patient.objects.values_list("family_name", flat=True)) == {"Jones"}
+    savepoints = [q for q in queries.captured_queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(savepoints) == 1  # the batch's transaction, inside the test's
+
+
+def test_a_failure_in_a_batch_takes_back_its_own_message_only(
+    default_facility, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Run again with savepoints: the messages before the failed one are applied once
+    (one audit row each), the failed one's half-done writes are gone."""
+    applying = HANDLERS["ADT^A01"]
+
+    def write_then_refuse(message, context):
+        outcome = applying.apply(message, context)
+        if "Refused" in message.text:
+            raise Hl7Error("Refused after writing.", location="PID-5")
+        return outcome
+
+    monkeypatch.setitem(
+        HANDLERS, "ADT^A01", Handler(apply=write_then_refuse, required_segments=("PID",))
+    )
+    before, refused, after = _stored(
+        django_capture_on_commit_callbacks,
+        admit("F1", family="Smith"),
+        admit("F2", family="Refused", mrn="456"),
+        admit("F3", family="Brown", mrn="789"),
+    )
+
+    outcome = services.messages_process([before, refused, after])
+
+    assert outcome.applied == 3  # the refusal is an outcome (failed), not a deferral
+    statuses = dict(InboundMessage.objects.values_list("id", "status"))
+    assert statuses == {before: Status.PROCESSED, refused: Status.FAILED, after: Status.PROCESSED}
+    assert InboundMessage.objects.get(pk=refused).attempts == 1
+    assert set(Patient.objects.values_list("mrn", flat=True)) == {"123", "789"}
+    created = AuditEvent.objects.filter(action=AuditEvent.Action.CREATE)
+    first, last = (Patient.objects.get(mrn=mrn).pk for mrn in ("123", "789"))
+    # The first message ran twice (rolled back, then again), the last once: same rows.
+    assert created.filter(patient_id=first).count() == created.filter(patient_id=last).count()
+    assert created.filter(patient_id=first).exists()
