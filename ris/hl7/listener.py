@@ -41,9 +41,12 @@ READ_SIZE = 64 * 1024
 # How long a stop waits for connections in the middle of a message before cutting them.
 SHUTDOWN_GRACE = 30.0
 NOT_STORED = "Message not stored (temporary failure at the receiver): send it again."
-# How long the announcer waits for more stored messages before it sends a batch, and the
-# most it puts in one task.
+# How long the announcer waits for more stored messages before it sends a batch: short
+# for a message alone (an order reaches the workers at once), longer when others came
+# meanwhile (publishing a task and a worker's taking it cost more than a message's
+# applying; the workers drain what waits anyway). And the most it puts in one task.
 ANNOUNCE_LINGER = 0.005
+ANNOUNCE_LINGER_BUSY = 0.025
 ANNOUNCE_BATCH = 50
 
 
@@ -117,11 +120,15 @@ class Announcer:
             if first is None:
                 return
             batch = [first]
-            deadline = time.monotonic() + ANNOUNCE_LINGER
+            started = time.monotonic()
+            deadline = started + ANNOUNCE_LINGER
             while len(batch) < ANNOUNCE_BATCH:
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
+                    if len(batch) > 1 and deadline < started + ANNOUNCE_LINGER_BUSY:
+                        deadline = started + ANNOUNCE_LINGER_BUSY  # traffic: wait for more
+                        continue
                     break
                 if item is None:
                     stopping = True

@@ -543,3 +543,26 @@ def test_fuzzed_frames_each_get_exactly_one_answer(listener):
         assert field(client.ask(ack_message("STILLUP")), "MSA", 1) == "AA"
     finally:
         client.close()
+
+
+def test_the_announcer_sends_a_steady_stream_in_fewer_bigger_batches():
+    """After a quiet spell the first message goes alone, at once; while messages keep
+    coming, each batch waits longer for more (fewer tasks for the workers to take)."""
+    batches: list[list[int]] = []
+    announcer = Announcer(publish=batches.append)
+    announcer.announce(0)
+    waited = time.monotonic()
+    while not batches and time.monotonic() - waited < 5:
+        time.sleep(0.001)
+    assert batches == [[0]]
+    started = time.monotonic()
+    for message_id in range(1, 301):  # about one a millisecond
+        announcer.announce(message_id)
+        time.sleep(0.001)
+    elapsed = time.monotonic() - started
+    announcer.close()
+    assert [message_id for batch in batches for message_id in batch] == list(range(301))
+    # Each batch but the first waited ANNOUNCE_LINGER_BUSY (or filled up): with the
+    # short linger alone there would be about five times as many.
+    most = elapsed / hl7_listener.ANNOUNCE_LINGER_BUSY + 300 / hl7_listener.ANNOUNCE_BATCH + 3
+    assert len(batches) <= most
