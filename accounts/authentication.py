@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
@@ -53,7 +53,7 @@ def token_with_user(token: str) -> tuple[User, Token] | None:
     filled in (what `accounts.scoping.roles_by_facility` would read next); None if no
     such token."""
     key = token_digest(token)
-    with connection.cursor() as cursor:
+    with plain_sql.cursor() as cursor:
         cursor.execute(_token_statement(), [key])
         rows = cursor.fetchall()  # one row per role held
     if not rows:

@@ -83,7 +83,7 @@ def instance_for_pixels(target: Target, scope: Scope) -> Instance | None:
         return rows.annotate(study_pk=F("series__study_id")).first()
     sql = _pixel_instance_statement(len(facility_ids))
     params = [target.study_uid, target.series_uid, target.sop_instance_uid, *facility_ids]
-    with connection.cursor() as cursor:
+    with plain_sql.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
