@@ -361,6 +361,8 @@ HL7_DEFAULT_FACILITY = env("HL7_DEFAULT_FACILITY")
 HL7_MAX_MESSAGE_BYTES = env_int("HL7_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)
 # A connection with no traffic for this long is closed (senders reconnect).
 HL7_IDLE_TIMEOUT = env_int("HL7_IDLE_TIMEOUT", 600)
+# Connections served at once, per listener process; each holds a PostgreSQL connection
+# while it is open (count them in max_connections).
 HL7_MAX_CONNECTIONS = env_int("HL7_MAX_CONNECTIONS", 64)
 # How long a process reuses what it read of the HL7 partners (admin changes take this
 # long to reach a running listener); tests read them afresh.

@@ -1,10 +1,12 @@
 """The MLLP listener: HL7 v2 messages in over TCP, each answered on its connection, in
 order, only once `services.message_receive` has committed it (the durability rule).
 
-asyncio accepts connections and reads; the ORM work runs in a thread pool. Each worker
-thread owns a Django DB connection and keeps it from message to message (one connection
-per message would cost more than the message); a connection that errored is checked and
-replaced.
+A thread per connection reads, stores and answers (HL7 interfaces are a few long-lived
+connections; a hand-off to a pool and back for every message cost more than the
+framework's part of the message). Each thread owns a Django DB connection and keeps it
+from message to message (a connection per message would cost more than the message); a
+connection that errored is checked and replaced. `Options.workers` bounds how many
+messages are stored at once.
 
 Stored messages are announced to the Celery workers by a thread of its own, several in
 one task when they arrive together (`Announcer`): the ACK does not wait for the broker.
@@ -18,7 +20,6 @@ connection (the database restarted) is replaced and the message tried once more 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import queue
@@ -27,7 +28,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django import db
@@ -38,6 +38,8 @@ from ris.hl7 import ack, mllp, parse, services
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+# How often the accepting thread looks whether the listener is stopping.
+ACCEPT_POLL = 0.5
 # How long a stop waits for connections in the middle of a message before cutting them.
 SHUTDOWN_GRACE = 30.0
 NOT_STORED = "Message not stored (temporary failure at the receiver): send it again."
@@ -55,6 +57,7 @@ class Options:
     max_message_bytes: int = 4 * 1024 * 1024
     idle_timeout: float = 600.0
     max_connections: int = 64
+    # How many messages are stored at once (the others' threads wait for a turn).
     workers: int = 8
     # SO_REUSEPORT: several listener processes share the port and the kernel spreads
     # connections over them (past one process's GIL; each connection stays with one).
@@ -83,11 +86,20 @@ class Answer:
 
 @dataclass
 class _Connection:
+    sock: socket.socket
     peer: str
     idle: bool = True
+    stopped: bool = False  # its reading was shut by a stop
     messages: int = 0
     refused: int = 0
     skipped: int = 0
+
+    def stop_reading(self) -> None:
+        """Wake a thread waiting in recv (it reads end of stream), once."""
+        if not self.stopped:
+            self.stopped = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RD)
 
 
 class Announcer:
@@ -163,88 +175,114 @@ class Listener:
     port: int
     options: Options = field(default_factory=Options.from_settings)
     announcer: Announcer | None = None
-    _server: asyncio.Server | None = field(default=None, init=False)
-    _executor: ThreadPoolExecutor | None = field(default=None, init=False)
-    _connections: dict[asyncio.Task[None], _Connection] = field(default_factory=dict, init=False)
+    _socket: socket.socket | None = field(default=None, init=False)
+    _connections: dict[threading.Thread, _Connection] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _storing: threading.BoundedSemaphore | None = field(default=None, init=False)
+    _accepting: threading.Thread | None = field(default=None, init=False)
     _closing: bool = field(default=False, init=False)
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound address (the real port when 0 was asked)."""
-        assert self._server is not None, "not started"
-        host, port = self._server.sockets[0].getsockname()[:2]
+        assert self._socket is not None, "not started"
+        host, port = self._socket.getsockname()[:2]
         return host, port
 
-    async def start(self) -> None:
+    def start(self) -> None:
         if self.announcer is None and _broker_in_use():
             self.announcer = Announcer()
-        self._executor = ThreadPoolExecutor(self.options.workers, thread_name_prefix="hl7-db")
-        self._server = await asyncio.start_server(
-            self._serve,
-            self.host,
-            self.port,
-            reuse_address=True,
-            reuse_port=self.options.reuse_port or None,
-            limit=READ_SIZE,
+        self._storing = threading.BoundedSemaphore(max(1, self.options.workers))
+        self._socket = socket.create_server(
+            (self.host, self.port),
+            family=socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+            backlog=128,
+            reuse_port=self.options.reuse_port,
         )
+        # accept() wakes twice a second to see a stop (closing a socket does not wake it).
+        self._socket.settimeout(ACCEPT_POLL)
+        self._accepting = threading.Thread(target=self._accept, name="hl7-accept", daemon=True)
+        self._accepting.start()
         host, port = self.address
         logger.info("HL7 listener on %s:%s", host, port)
 
-    async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
+    def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, close idle connections, let those in the middle of a message
         (received or half received) answer it, for up to `grace` seconds, then close the
-        rest and the DB connections."""
+        rest (each thread closes its DB connection as it ends)."""
         self._closing = True
-        if self._server is not None:
-            self._server.close()
-        for task, connection in list(self._connections.items()):
-            if connection.idle:
-                task.cancel()
-        busy = list(self._connections)
-        if busy:
-            _, late = await asyncio.wait(busy, timeout=grace)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=5)
-        if self._executor is not None:
-            executor, workers = self._executor, self.options.workers
-            await asyncio.get_running_loop().run_in_executor(None, _close_pool, executor, workers)
+        if self._accepting is not None:
+            self._accepting.join()
+        if self._socket is not None:
+            self._socket.close()
+        deadline = time.monotonic() + grace
+        while True:
+            with self._lock:
+                serving = list(self._connections.items())
+            for _thread, connection in serving:
+                if connection.idle:
+                    connection.stop_reading()
+            if not serving or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        for thread, connection in serving:  # past the grace: cut them
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            thread.join(5)
         if self.announcer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.announcer.close)
-        if self._server is not None:
-            await self._server.wait_closed()
+            self.announcer.close()
         logger.info("HL7 listener stopped")
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _peer(writer)
-        if self._closing or len(self._connections) >= self.options.max_connections:
-            logger.warning(
-                "HL7 connection from %s refused: %d open (HL7_MAX_CONNECTIONS)",
-                peer,
-                len(self._connections),
-            )
-            writer.close()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        connection = self._connections[task] = _Connection(peer)
-        _no_delay(writer)
+    def _accept(self) -> None:
+        assert self._socket is not None
+        while not self._closing:
+            try:
+                sock, address = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError as error:  # e.g. out of file descriptors: try again shortly
+                logger.warning("HL7 listener: accept failed (%s)", error)
+                time.sleep(ACCEPT_POLL)
+                continue
+            peer = _peer(address)
+            with self._lock:
+                refused = self._closing or len(self._connections) >= self.options.max_connections
+                if not refused:
+                    connection = _Connection(sock, peer)
+                    thread = threading.Thread(
+                        target=self._serve, args=(connection,), name=f"hl7 {peer}", daemon=True
+                    )
+                    self._connections[thread] = connection
+            if refused:
+                logger.warning(
+                    "HL7 connection from %s refused: %d open (HL7_MAX_CONNECTIONS)",
+                    peer,
+                    len(self._connections),
+                )
+                sock.close()
+                continue
+            thread.start()
+
+    def _serve(self, connection: _Connection) -> None:
+        sock, peer = connection.sock, connection.peer
+        _no_delay(sock)
         logger.info("HL7 connection from %s opened", peer)
         decoder = mllp.Decoder(self.options.max_message_bytes)
         why = "closed by the peer"
         try:
-            why = await self._converse(reader, writer, connection, decoder)
-        except asyncio.CancelledError:  # by shutdown(); not re-raised: 3.11's streams
-            why = "listener stopping"  # would log a cancelled connection task as an error
+            why = self._converse(connection, decoder)
         except (ConnectionError, TimeoutError) as error:
             why = f"connection lost ({error.__class__.__name__})"
+        except OSError as error:
+            why = "listener stopping" if self._closing else f"connection lost ({error})"
         except Exception:
             logger.exception("HL7 connection from %s failed", peer)
             why = "internal error"
         finally:
-            del self._connections[task]
-            writer.close()
+            with self._lock:
+                del self._connections[threading.current_thread()]
+            sock.close()
+            db.connections.close_all()  # this thread's own
             lost = f", {decoder.pending} bytes of an unfinished message dropped"
             logger.info(
                 "HL7 connection from %s closed (%s): %d messages, %d refused%s%s",
@@ -256,42 +294,35 @@ class Listener:
                 lost if decoder.pending else "",
             )
 
-    async def _converse(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        connection: _Connection,
-        decoder: mllp.Decoder,
-    ) -> str:
+    def _converse(self, connection: _Connection, decoder: mllp.Decoder) -> str:
         """Read, answer each complete frame in order, until the peer closes, the idle
         timeout passes or the listener stops (a frame half received is finished first).
         Returns why it ended."""
+        sock = connection.sock
         timeout = self.options.idle_timeout
-        while not (self._closing and not decoder.pending):
+        sock.settimeout(timeout)  # also bounds sending to a peer that never reads its ACKs
+        while True:
             connection.idle = not decoder.pending
+            if self._closing and connection.idle:  # after `idle`: see shutdown()
+                return "listener stopping"
             try:
-                async with asyncio.timeout(timeout):
-                    chunk = await reader.read(READ_SIZE)
+                chunk = sock.recv(READ_SIZE)
             except TimeoutError:
                 return f"idle for {timeout:g} s"
             connection.idle = False
             if not chunk:
-                return "closed by the peer"
+                return "listener stopping" if connection.stopped else "closed by the peer"
             for event in decoder.feed(chunk):
-                answer = await self._answer(event, connection)
+                answer = self._answer(event, connection)
                 if answer.data is not None:
-                    writer.write(answer.data)
-            async with asyncio.timeout(timeout):  # a peer that never reads its ACKs
-                await writer.drain()
-        return "listener stopping"
+                    sock.sendall(answer.data)
 
-    async def _answer(self, event: mllp.Event, connection: _Connection) -> Answer:
+    def _answer(self, event: mllp.Event, connection: _Connection) -> Answer:
         if isinstance(event, bytes):
-            loop = asyncio.get_running_loop()
             announce = self.announcer.announce if self.announcer is not None else None
-            answer = await loop.run_in_executor(
-                self._executor, receive, event, connection.peer, announce
-            )
+            assert self._storing is not None
+            with self._storing:
+                answer = receive(event, connection.peer, announce)
             connection.messages += 1
             if answer.code not in ("", ack.ACCEPT, ack.COMMIT_ACCEPT):
                 connection.refused += 1
@@ -363,21 +394,6 @@ def _receive(raw: bytes, peer: str, announce: Callable[[int], None] | None) -> s
     raise AssertionError("unreachable")
 
 
-def _close_pool(executor: ThreadPoolExecutor, workers: int) -> None:
-    """Close each worker thread's DB connection (a connection is closed only by its own
-    thread), then the pool. The barrier puts one job on each thread."""
-    barrier = threading.Barrier(workers)
-
-    def close() -> None:
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(timeout=5)
-        db.connections.close_all()
-
-    for _ in range(workers):
-        executor.submit(close)
-    executor.shutdown(wait=True)
-
-
 # ---- answers ----------------------------------------------------------------------------
 
 
@@ -441,17 +457,15 @@ def _summary(text: str) -> tuple[str, str]:
 # ---- connections ------------------------------------------------------------------------
 
 
-def _peer(writer: asyncio.StreamWriter) -> str:
-    address = writer.get_extra_info("peername")
+def _peer(address: object) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address or "?")
 
 
-def _no_delay(writer: asyncio.StreamWriter) -> None:
+def _no_delay(sock: socket.socket) -> None:
     """Nagle off: an ACK goes out at once, not ~40 ms later (docs NOTES, DICOM)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -467,25 +481,21 @@ def serve(
 ) -> None:
     """Listen until SIGTERM or SIGINT, then stop gracefully (main thread only).
     `ready(host, port)` is called once listening."""
-
-    async def main() -> None:
-        listener = Listener(host, port, options or Options.from_settings())
-        await listener.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        if ready is not None:
-            ready(*listener.address)
-        await stop.wait()
-        logger.info("HL7 listener stopping: finishing messages in flight")
-        await listener.shutdown()
-
-    asyncio.run(main())
+    listener = Listener(host, port, options or Options.from_settings())
+    listener.start()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    if ready is not None:
+        ready(*listener.address)
+    while not stop.wait(0.5):  # a timed wait lets the signal handlers run
+        pass
+    logger.info("HL7 listener stopping: finishing messages in flight")
+    listener.shutdown()
 
 
 class Background:
-    """A listener on an event loop of its own thread (tests, embedding)."""
+    """A listener serving from its own threads (tests, embedding)."""
 
     def __init__(
         self,
@@ -495,24 +505,12 @@ class Background:
         announcer: Announcer | None = None,
     ) -> None:
         self.listener = Listener(host, port, options or Options.from_settings(), announcer)
-        self._loop = asyncio.new_event_loop()
-        # Bound here, so that a port in use raises here; served from the thread.
-        self._loop.run_until_complete(self.listener.start())
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="hl7-listener", daemon=True
-        )
-        self._thread.start()
+        self.listener.start()  # bound here, so that a port in use raises here
 
     @property
     def address(self) -> tuple[str, int]:
         return self.listener.address
 
     def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Shut down gracefully (see `Listener.shutdown`) and end the thread."""
-        stopping = asyncio.run_coroutine_threadsafe(self.listener.shutdown(grace), self._loop)
-        try:
-            stopping.result()
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+        """Shut down gracefully (see `Listener.shutdown`)."""
+        self.listener.shutdown(grace)
