@@ -57,6 +57,16 @@ class _PreparedCursor:
                 took = f"{time.monotonic() - started:.3f}"
                 self._connection.queries_log.append({"sql": sql, "time": took})
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """In one round trip (psycopg pipelines them), each row's statement prepared."""
+        started = time.monotonic()
+        try:
+            self._raw.executemany(sql, rows)
+        finally:
+            if self._connection.queries_logged:
+                took = f"{time.monotonic() - started:.3f}"
+                self._connection.queries_log.append({"sql": sql, "time": took})
+
     def fetchone(self) -> Any:
         return self._raw.fetchone()
 
@@ -79,6 +89,22 @@ def insert(obj: Model, using: str = DEFAULT_DB_ALIAS) -> None:
         obj.pk = statement.fetchone()[0]
     obj._state.adding = False
     obj._state.db = using
+
+
+def insert_many(objs: Sequence[Model], using: str = DEFAULT_DB_ALIAS) -> None:
+    """`insert` for several rows of one model, in one round trip; their primary keys are
+    not read back. No model signals are sent."""
+    if not objs:
+        return
+    connection = connections[using]
+    fields, sql = _insert_statement(type(objs[0]), using)
+    sql = sql[: sql.rindex(" RETURNING ")]
+    rows = [
+        [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for field in fields]
+        for obj in objs
+    ]
+    with cursor(using) as statement:
+        statement.executemany(sql, rows)
 
 
 def insert_new(obj: Model, unique_field: str, using: str = DEFAULT_DB_ALIAS) -> bool:

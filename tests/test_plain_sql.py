@@ -50,3 +50,29 @@ def test_select_one_reads_a_row_as_the_orm_does(facility_a):
     for field in Patient._meta.concrete_fields:
         assert getattr(found, field.attname) == getattr(expected, field.attname), field.name
     assert plain_sql.select_one(Patient, sql, [0]) is None
+
+
+def test_insert_many_writes_every_row_as_the_orm_would(facility_a):
+    from accounts.models import AuditEvent
+
+    events = [
+        AuditEvent(
+            action=AuditEvent.Action.UPDATE,
+            door=AuditEvent.Door.HL7,
+            actor="hl7",
+            facility=facility_a,
+            object_type="patient",
+            object_id=str(n),
+            detail={"fields": ["family_name"], "n": n},
+        )
+        for n in range(3)
+    ]
+    plain_sql.insert_many(events)
+    plain_sql.insert_many([])
+    stored = AuditEvent.objects.order_by("object_id")
+    assert [(e.object_id, e.detail["n"], e.facility_id) for e in stored] == [
+        ("0", 0, facility_a.pk),
+        ("1", 1, facility_a.pk),
+        ("2", 2, facility_a.pk),
+    ]
+    assert all(e.at is not None for e in stored)

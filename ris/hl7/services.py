@@ -7,6 +7,7 @@ what the Celery task calls. Both can run many at once, in many processes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -18,6 +19,7 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from accounts import audit
 from accounts.models import Facility
 from config import plain_sql
 from ris.hl7 import ack, outbox, parse
@@ -375,20 +377,23 @@ def _batch_process(message_ids: list[int], drain: int, *, isolated: bool) -> Bat
         left: list[int] = []
         deferred: list[int] = []
         applied = 0
-        for row in rows:
-            queue = _queue(row)
-            if queue in behind:
-                if row.pk in wanted:  # one taken by draining has a task of its own
-                    left.append(row.pk)
-            elif queue in failed_queues:
-                deferred.append(row.pk)
-            else:
-                _apply(row, isolated=isolated)
-                if row.status == Status.RECEIVED:  # unexpected error: its queue waits on it
-                    failed_queues.add(queue)
+        # Without savepoints nothing is taken back alone, so the audit rows can wait for
+        # the end of the batch and go in with one statement.
+        with contextlib.nullcontext() if isolated else audit.deferred():
+            for row in rows:
+                queue = _queue(row)
+                if queue in behind:
+                    if row.pk in wanted:  # one taken by draining has a task of its own
+                        left.append(row.pk)
+                elif queue in failed_queues:
                     deferred.append(row.pk)
                 else:
-                    applied += 1
+                    _apply(row, isolated=isolated)
+                    if row.status == Status.RECEIVED:  # unexpected error: its queue waits
+                        failed_queues.add(queue)
+                        deferred.append(row.pk)
+                    else:
+                        applied += 1
     missing = wanted - {row.pk for row in rows}
     if missing:  # done already, or locked by another worker: only the latter wait
         left += InboundMessage.objects.filter(pk__in=missing, status=Status.RECEIVED).values_list(
