@@ -3,10 +3,11 @@ order, only once `services.message_receive` has committed it (the durability rul
 
 A thread per connection reads, stores and answers (HL7 interfaces are a few long-lived
 connections; a hand-off to a pool and back for every message cost more than the
-framework's part of the message). Each thread owns a Django DB connection and keeps it
-from message to message (a connection per message would cost more than the message); a
-connection that errored is checked and replaced. `Options.workers` bounds how many
-messages are stored at once.
+framework's part of the message). Each thread uses a Django DB connection from message
+to message (a connection per message would cost more than the message), and hands it
+on to the next connection's thread when its connection ends (senders that connect for
+each message); a connection that errored is checked and replaced. `Options.workers`
+bounds how many messages are stored at once, and how many DB connections wait idle.
 
 Stored messages are announced to the Celery workers by a thread of its own, several in
 one task when they arrive together (`Announcer`): the ACK does not wait for the broker.
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 
 from django import db
 from django.conf import settings
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ris.hl7 import ack, mllp, parse, services
 
@@ -166,6 +168,45 @@ def _broker_in_use() -> bool:
     return not app.conf.task_always_eager
 
 
+class _DatabaseConnections:
+    """Django DB connections kept from one HL7 connection's thread to the next: a sender
+    that connects for each message must not cost a PostgreSQL connection (a process
+    forked, the statements prepared again) each time. A thread takes one as it starts
+    and gives it back as it ends; at most `keep` wait idle, the rest are closed."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._idle: list[BaseDatabaseWrapper] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Make a kept connection this thread's own, if one is idle."""
+        with self._lock:
+            wrapper = self._idle.pop() if self._idle else None
+        if wrapper is not None:
+            db.connections[db.DEFAULT_DB_ALIAS] = wrapper
+
+    def give_back(self) -> None:
+        """Keep this thread's connection for the next thread (closed if it erred or
+        there are enough idle)."""
+        wrapper = db.connections[db.DEFAULT_DB_ALIAS]
+        usable = wrapper.connection is not None and not wrapper.errors_occurred
+        if usable and not wrapper.in_atomic_block:
+            if not wrapper.allow_thread_sharing:  # handed on, used by one thread at a time
+                wrapper.inc_thread_sharing()
+            with self._lock:
+                if len(self._idle) < self._keep:
+                    self._idle.append(wrapper)
+                    return
+        wrapper.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for wrapper in idle:
+            wrapper.close()
+
+
 @dataclass
 class Listener:
     """One listening socket. `start()`, then `shutdown()`; in between it serves.
@@ -180,6 +221,7 @@ class Listener:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _storing: threading.BoundedSemaphore | None = field(default=None, init=False)
     _accepting: threading.Thread | None = field(default=None, init=False)
+    _databases: _DatabaseConnections | None = field(default=None, init=False)
     _closing: bool = field(default=False, init=False)
 
     @property
@@ -193,6 +235,7 @@ class Listener:
         if self.announcer is None and _broker_in_use():
             self.announcer = Announcer()
         self._storing = threading.BoundedSemaphore(max(1, self.options.workers))
+        self._databases = _DatabaseConnections(keep=max(1, self.options.workers))
         self._socket = socket.create_server(
             (self.host, self.port),
             family=socket.AF_INET6 if ":" in self.host else socket.AF_INET,
@@ -209,7 +252,7 @@ class Listener:
     def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, close idle connections, let those in the middle of a message
         (received or half received) answer it, for up to `grace` seconds, then close the
-        rest (each thread closes its DB connection as it ends)."""
+        rest, and the DB connections kept idle."""
         self._closing = True
         if self._accepting is not None:
             self._accepting.join()
@@ -229,6 +272,8 @@ class Listener:
             with contextlib.suppress(OSError):
                 connection.sock.shutdown(socket.SHUT_RDWR)
             thread.join(5)
+        if self._databases is not None:
+            self._databases.close()
         if self.announcer is not None:
             self.announcer.close()
         logger.info("HL7 listener stopped")
@@ -265,6 +310,8 @@ class Listener:
 
     def _serve(self, connection: _Connection) -> None:
         sock, peer = connection.sock, connection.peer
+        assert self._databases is not None
+        self._databases.take()
         _no_delay(sock)
         logger.info("HL7 connection from %s opened", peer)
         decoder = mllp.Decoder(self.options.max_message_bytes)
@@ -282,7 +329,7 @@ class Listener:
             with self._lock:
                 del self._connections[threading.current_thread()]
             sock.close()
-            db.connections.close_all()  # this thread's own
+            self._databases.give_back()
             lost = f", {decoder.pending} bytes of an unfinished message dropped"
             logger.info(
                 "HL7 connection from %s closed (%s): %d messages, %d refused%s%s",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from django.db import OperationalError, connection
+from django.db.backends.signals import connection_created
 
 from ris.hl7 import listener as hl7_listener
 from ris.hl7 import services
@@ -566,3 +567,24 @@ def test_the_announcer_sends_a_steady_stream_in_fewer_bigger_batches():
     # short linger alone there would be about five times as many.
     most = elapsed / hl7_listener.ANNOUNCE_LINGER_BUSY + 300 / hl7_listener.ANNOUNCE_BATCH + 3
     assert len(batches) <= most
+
+
+def test_a_sender_connecting_for_each_message_reuses_database_connections(his):
+    opened: list[object] = []
+
+    def count(sender: object, connection: object, **kwargs: object) -> None:
+        opened.append(connection)
+
+    connection_created.connect(count)
+    running = run(Options(workers=1))
+    try:
+        for n in range(6):
+            client = Peer(running.address)
+            assert field(client.ask(ack_message(f"EACH{n}")), "MSA", 1) == "AA"
+            client.close()
+            time.sleep(0.05)  # its thread ends and gives its DB connection back
+    finally:
+        running.stop(grace=1)
+        connection_created.disconnect(count)
+    assert InboundMessage.objects.filter(control_id__startswith="EACH").count() == 6
+    assert len(opened) <= 2
