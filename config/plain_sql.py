@@ -160,6 +160,23 @@ def update(obj: Model, field_names: Iterable[str], using: str = DEFAULT_DB_ALIAS
             raise DatabaseError("Save with update_fields did not affect any rows.")
 
 
+def update_many(
+    objs: Sequence[Model], field_names: Iterable[str], using: str = DEFAULT_DB_ALIAS
+) -> None:
+    """`update` of the same fields of several rows of one model, in one round trip. The
+    rows must exist (no check per row, unlike `update`)."""
+    if not objs:
+        return
+    db = connections[using]
+    fields, sql = _update_statement(type(objs[0]), tuple(field_names), using)
+    rows = []
+    for obj in objs:
+        values = [field.get_db_prep_save(field.pre_save(obj, False), db) for field in fields]
+        rows.append([*values, obj.pk])
+    with cursor(using) as statement:
+        statement.executemany(sql, rows)
+
+
 @functools.lru_cache(maxsize=256)  # one per set of fields changed together
 def _update_statement(
     model: type[Model], field_names: tuple[str, ...], using: str

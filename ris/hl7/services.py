@@ -379,6 +379,9 @@ def _batch_process(message_ids: list[int], drain: int, *, isolated: bool) -> Bat
         applied = 0
         # Without savepoints nothing is taken back alone, so the audit rows can wait for
         # the end of the batch and go in with one statement.
+        # So can the outcomes of ADT messages (order messages read other messages'
+        # status: those written before any of them is applied).
+        outcomes: list[InboundMessage] | None = None if isolated else []
         with contextlib.nullcontext() if isolated else audit.deferred():
             for row in rows:
                 queue = _queue(row)
@@ -388,12 +391,16 @@ def _batch_process(message_ids: list[int], drain: int, *, isolated: bool) -> Bat
                 elif queue in failed_queues:
                     deferred.append(row.pk)
                 else:
-                    _apply(row, isolated=isolated)
+                    if outcomes and not row.message_type.startswith("ADT"):
+                        _outcomes_write(outcomes)
+                    _apply(row, isolated=isolated, outcomes=outcomes)
                     if row.status == Status.RECEIVED:  # unexpected error: its queue waits
                         failed_queues.add(queue)
                         deferred.append(row.pk)
                     else:
                         applied += 1
+            if outcomes:
+                _outcomes_write(outcomes)
     missing = wanted - {row.pk for row in rows}
     if missing:  # done already, or locked by another worker: only the latter wait
         left += InboundMessage.objects.filter(pk__in=missing, status=Status.RECEIVED).values_list(
@@ -456,13 +463,25 @@ def _process_next(facility_id: int | None, patient_key: str, message_id: int) ->
     return row.pk != message_id
 
 
-def _apply(row: InboundMessage, *, isolated: bool = True) -> None:
+_OUTCOME_FIELDS = ("status", "attempts", "outcome", "error", "error_location", "processed_at")
+
+
+def _outcomes_write(rows: list[InboundMessage]) -> None:
+    """The outcome columns of messages applied, in one round trip; `rows` is emptied."""
+    plain_sql.update_many(rows, _OUTCOME_FIELDS)
+    rows.clear()
+
+
+def _apply(
+    row: InboundMessage, *, isolated: bool = True, outcomes: list[InboundMessage] | None = None
+) -> None:
     """Apply one message inside the caller's transaction (in a savepoint of its own) and
     record the outcome. An unexpected error leaves it waiting, its attempts counted,
     until MAX_ATTEMPTS set it aside as failed.
 
     Not `isolated`: without the savepoint, and any error raises `_Isolate` (the caller's
-    transaction must then be rolled back)."""
+    transaction must then be rolled back). `outcomes`: the row goes there, for the
+    caller to write, instead of being written now."""
     row.attempts += 1
     error_code = parse.APPLICATION_INTERNAL_ERROR
     message: Message | None = None
@@ -514,9 +533,10 @@ def _apply(row: InboundMessage, *, isolated: bool = True) -> None:
     row.processed_at = timezone.now()
     # A statement built once: the ORM's building of it cost more than running it, once
     # per message applied.
-    plain_sql.update(
-        row, ["status", "attempts", "outcome", "error", "error_location", "processed_at"]
-    )
+    if outcomes is not None:
+        outcomes.append(row)
+    else:
+        plain_sql.update(row, _OUTCOME_FIELDS)
 
 
 def _application_ack(

@@ -500,6 +500,11 @@ def test_a_batch_that_applies_cleanly_takes_no_savepoint_per_message(
     assert set(Patient.objects.values_list("family_name", flat=True)) == {"Jones"}
     savepoints = [q for q in queries.captured_queries if q["sql"].startswith("SAVEPOINT")]
     assert len(savepoints) == 1  # the batch's transaction, inside the test's
+    # The three outcomes (and the three audit rows) are written together.
+    outcome_writes = [
+        q for q in queries.captured_queries if 'UPDATE "hl7_inboundmessage"' in q["sql"]
+    ]
+    assert len(outcome_writes) == 1
 
 
 def test_a_failure_in_a_batch_takes_back_its_own_message_only(
@@ -537,3 +542,26 @@ def test_a_failure_in_a_batch_takes_back_its_own_message_only(
     # The first message ran twice (rolled back, then again), the last once: same rows.
     assert created.filter(patient_id=first).count() == created.filter(patient_id=last).count()
     assert created.filter(patient_id=first).exists()
+
+
+def test_a_message_of_another_type_in_a_batch_sees_the_adt_outcomes_before_it(
+    default_facility, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Order handlers read other messages' status: the ADT outcomes the batch holds back
+    are written before a message of another type is applied."""
+    seen: list[str] = []
+
+    def look(message, context):
+        seen.extend(
+            InboundMessage.objects.filter(control_id="SEEN1").values_list("status", flat=True)
+        )
+        return "looked"
+
+    monkeypatch.setitem(HANDLERS, "ACK^A01", Handler(apply=look, required_segments=()))
+    ids = _stored(
+        django_capture_on_commit_callbacks,
+        admit("SEEN1"),
+        hl7(msh("SEEN2", "ACK^A01"), "MSA|AA|OUT-1"),
+    )
+    assert services.messages_process(ids).applied == 2
+    assert seen == [Status.PROCESSED]
