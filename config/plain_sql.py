@@ -83,7 +83,7 @@ def insert(obj: Model, using: str = DEFAULT_DB_ALIAS) -> None:
     model signals are sent: keep it to models without receivers."""
     connection = connections[using]
     fields, sql = _insert_statement(type(obj), using)
-    values = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for field in fields]
+    values = _values(obj, fields, connection, add=True)
     with cursor(using) as statement:
         statement.execute(sql, values)
         obj.pk = statement.fetchone()[0]
@@ -99,10 +99,7 @@ def insert_many(objs: Sequence[Model], using: str = DEFAULT_DB_ALIAS) -> None:
     connection = connections[using]
     fields, sql = _insert_statement(type(objs[0]), using)
     sql = sql[: sql.rindex(" RETURNING ")]
-    rows = [
-        [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for field in fields]
-        for obj in objs
-    ]
+    rows = [_values(obj, fields, connection, add=True) for obj in objs]
     with cursor(using) as statement:
         statement.executemany(sql, rows)
 
@@ -114,7 +111,7 @@ def insert_new(obj: Model, unique_field: str, using: str = DEFAULT_DB_ALIAS) -> 
     database do (ON CONFLICT DO NOTHING)."""
     connection = connections[using]
     fields, sql = _insert_statement(type(obj), using, unique_field)
-    values = [field.get_db_prep_save(field.pre_save(obj, add=True), connection) for field in fields]
+    values = _values(obj, fields, connection, add=True)
     with cursor(using) as statement:
         statement.execute(sql, values)
         row = statement.fetchone()
@@ -124,6 +121,11 @@ def insert_new(obj: Model, unique_field: str, using: str = DEFAULT_DB_ALIAS) -> 
     obj._state.adding = False
     obj._state.db = using
     return True
+
+
+def _values(obj: Model, fields: Sequence[Field], connection: Any, *, add: bool) -> list[Any]:
+    """The fields' values as `save()` would write them (defaults, `auto_now`, JSON)."""
+    return [field.get_db_prep_save(field.pre_save(obj, add), connection) for field in fields]
 
 
 @functools.cache
@@ -153,7 +155,7 @@ def update(obj: Model, field_names: Iterable[str], using: str = DEFAULT_DB_ALIAS
     receivers."""
     connection = connections[using]
     fields, sql = _update_statement(type(obj), tuple(field_names), using)
-    values = [field.get_db_prep_save(field.pre_save(obj, False), connection) for field in fields]
+    values = _values(obj, fields, connection, add=False)
     with cursor(using) as statement:
         statement.execute(sql, [*values, obj.pk])
         if statement.rowcount != 1:  # what save() says when the row is gone
@@ -167,12 +169,9 @@ def update_many(
     rows must exist (no check per row, unlike `update`)."""
     if not objs:
         return
-    db = connections[using]
+    connection = connections[using]
     fields, sql = _update_statement(type(objs[0]), tuple(field_names), using)
-    rows = []
-    for obj in objs:
-        values = [field.get_db_prep_save(field.pre_save(obj, False), db) for field in fields]
-        rows.append([*values, obj.pk])
+    rows = [[*_values(obj, fields, connection, add=False), obj.pk] for obj in objs]
     with cursor(using) as statement:
         statement.executemany(sql, rows)
 
