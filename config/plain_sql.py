@@ -93,7 +93,8 @@ def insert(obj: Model, using: str = DEFAULT_DB_ALIAS) -> None:
 
 def insert_many(objs: Sequence[Model], using: str = DEFAULT_DB_ALIAS) -> None:
     """`insert` for several rows of one model, in one round trip; their primary keys are
-    not read back. No model signals are sent."""
+    not read back. No model signals are sent. (As one statement from arrays, like
+    `update_many`, the server's time fell less than the dumping of the arrays rose.)"""
     if not objs:
         return
     connection = connections[using]
@@ -165,15 +166,47 @@ def update(obj: Model, field_names: Iterable[str], using: str = DEFAULT_DB_ALIAS
 def update_many(
     objs: Sequence[Model], field_names: Iterable[str], using: str = DEFAULT_DB_ALIAS
 ) -> None:
-    """`update` of the same fields of several rows of one model, in one round trip. The
-    rows must exist (no check per row, unlike `update`)."""
+    """`update` of the same fields of several rows of one model, in one statement (on
+    PostgreSQL from one array per column, `unnest`: prepared once whatever the number of
+    rows, and cheaper for the server than a statement per row). The rows must exist (no
+    check per row, unlike `update`); an object given twice is written as it is now,
+    once."""
     if not objs:
         return
     connection = connections[using]
-    fields, sql = _update_statement(type(objs[0]), tuple(field_names), using)
-    rows = [[*_values(obj, fields, connection, add=False), obj.pk] for obj in objs]
+    field_names = tuple(field_names)
+    fields, sql = _update_statement(type(objs[0]), field_names, using)
+    latest = {obj.pk: obj for obj in objs}  # the same row twice: one write, its values now
+    rows = [[*_values(obj, fields, connection, add=False), pk] for pk, obj in latest.items()]
     with cursor(using) as statement:
-        statement.executemany(sql, rows)
+        if connection.vendor == "postgresql":
+            sql = _update_arrays_statement(type(objs[0]), field_names, using)
+            statement.execute(sql, _columns(rows))
+        else:
+            statement.executemany(sql, rows)
+
+
+def _columns(rows: list[list[Any]]) -> list[list[Any]]:
+    """Rows of values as one list per column (what `unnest` takes)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+@functools.lru_cache(maxsize=256)
+def _update_arrays_statement(model: type[Model], field_names: tuple[str, ...], using: str) -> str:
+    meta = model._meta
+    fields = [meta.get_field(name) for name in field_names] + [meta.pk]
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    names = [f"c{index}" for index in range(len(fields))]
+    assignments = ", ".join(
+        f"{quote(field.column)} = v.{name}" for field, name in zip(fields[:-1], names, strict=False)
+    )
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    return (
+        f"UPDATE {quote(meta.db_table)} t SET {assignments} "  # noqa: S608
+        f"FROM unnest({arrays}) AS v({', '.join(names)}) "
+        f"WHERE t.{quote(meta.pk.column)} = v.{names[-1]}"
+    )
 
 
 @functools.lru_cache(maxsize=256)  # one per set of fields changed together

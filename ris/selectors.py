@@ -167,6 +167,68 @@ def _patient_holding_sql(lock: bool) -> str:
     )
 
 
+PatientKey = tuple[int, str, str]  # facility id, issuer, value: what `patient_holding` takes
+
+
+def patients_holding(keys: Iterable[PatientKey]) -> dict[PatientKey, Patient]:
+    """`patient_holding(lock=True)` for many keys at once, e.g. the patients of an HL7
+    worker's batch: the holder of each key that has one, all row-locked by one
+    statement (in id order, as any two batches lock them); a patient named by two keys
+    is one instance. The issuer must be given (a facility's default already filled in).
+    """
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return {}
+    if connection.vendor != "postgresql":  # no arrays: one lookup per key
+        facilities = {f.pk: f for f in Facility.objects.filter(pk__in={k[0] for k in keys})}
+        found = {
+            key: patient_holding(
+                facility=facilities[key[0]], value=key[2], issuer=key[1], lock=True
+            )
+            for key in keys
+            if key[0] in facilities
+        }
+        holders = {key: patient for key, patient in found.items() if patient is not None}
+    else:
+        columns = list(zip(*keys, strict=True))
+        with plain_sql.cursor() as statement:
+            statement.execute(_patients_holding_sql(), [list(column) for column in columns])
+            rows = statement.fetchall()
+        width = len(Patient._meta.concrete_fields)
+        holders = {}
+        for row in rows:
+            holders[(row[width], row[width + 1], row[width + 2])] = plain_sql.instance_of(
+                Patient, row
+            )
+    by_id: dict[int, Patient] = {}
+    return {key: by_id.setdefault(patient.pk, patient) for key, patient in holders.items()}
+
+
+@functools.cache
+def _patients_holding_sql() -> str:
+    """Each key's holder as `_patient_holding_sql` ranks them (its MRN's record, else the
+    record holding it as another identifier), then the rows locked."""
+    quote = connection.ops.quote_name
+    patients = quote(Patient._meta.db_table)
+    identifiers = quote(PatientIdentifier._meta.db_table)
+    columns = ", ".join(f"p.{quote(field.column)}" for field in Patient._meta.concrete_fields)
+    return (
+        "WITH wanted AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[]) "  # noqa: S608
+        "AS k(facility_id, issuer, value)), "
+        "holders AS ("
+        "SELECT k.facility_id, k.issuer, k.value, p.id, 0 AS rank "
+        f"FROM wanted k JOIN {patients} p "
+        "ON p.facility_id = k.facility_id AND p.mrn_issuer = k.issuer AND p.mrn = k.value "
+        "UNION ALL SELECT k.facility_id, k.issuer, k.value, i.patient_id, 1 "
+        f"FROM wanted k JOIN {identifiers} i "
+        "ON i.facility_id = k.facility_id AND i.issuer = k.issuer AND i.value = k.value), "
+        "firsts AS (SELECT DISTINCT ON (facility_id, issuer, value) * FROM holders "
+        "ORDER BY facility_id, issuer, value, rank) "
+        f"SELECT {columns}, f.facility_id, f.issuer, f.value FROM {patients} p "
+        "JOIN firsts f ON f.id = p.id ORDER BY p.id FOR UPDATE OF p"
+    )
+
+
 def order_list(*, user: User, status: str = "") -> QuerySet[Order]:
     orders = Order.objects.visible_to(user, Capability.VIEW_ORDERS).select_related(
         "patient", "procedure", "facility"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, models, transaction
@@ -113,19 +113,27 @@ def patient_create(
     actor: User | None = None,
     actor_name: str = "",
     door: str = audit.Door.PAGE,
+    mrn_checked: bool = False,
 ) -> Patient:
     """Register a patient with their other identifiers, contacts and insurance.
 
     Whether the person is already registered under another MRN is the door's question
-    (`selectors.possible_duplicates`): only the door can ask the user.
+    (`selectors.possible_duplicates`): only the door can ask the user. `mrn_checked`:
+    the caller has just found no record holding the MRN, in this transaction (the HL7
+    upsert), so it is not looked up again; the unique constraint still refuses a record
+    registered meanwhile.
     """
     issuer = mrn_issuer or facility.mrn_issuer
-    holder = selectors.patient_holding(facility=facility, value=mrn, issuer=issuer)
+    holder = (
+        None
+        if mrn_checked
+        else selectors.patient_holding(facility=facility, value=mrn, issuer=issuer)
+    )
     if holder is not None and (holder.mrn_issuer, holder.mrn) == (issuer, mrn):
         raise RisError(f"A patient with MRN {mrn} ({issuer}) is already registered here.")
     if holder is not None:
         raise RisError(f"MRN {mrn} ({issuer}) is already an identifier of {holder}.")
-    patient = Patient.objects.create(
+    patient = Patient(
         facility=facility,
         mrn=mrn,
         mrn_issuer=issuer,
@@ -146,6 +154,7 @@ def patient_create(
         mobile_phone=mobile_phone,
         email=email,
     )
+    plain_sql.insert(patient)  # registrations come by the thousand from an HIS
     detail = _patient_lists_replace(
         patient, identifiers=identifiers, contacts=contacts, insurance=insurance, new=True
     )
@@ -170,6 +179,7 @@ def patient_update(
     contacts: Sequence[Row] | None = None,
     insurance: Sequence[Row] | None = None,
     already_locked: bool = False,
+    write_later: Callable[[Patient, list[str]], None] | None = None,
     **fields: Any,
 ) -> Patient:
     """Change demographics (any of PATIENT_DETAIL_FIELDS) and, when given, replace the
@@ -177,7 +187,9 @@ def patient_update(
     and new. A merged record is closed: its survivor is the one to edit.
     `already_locked`: the caller read `patient` under a row lock in this transaction
     (`selectors.patient_holding(lock=True)`), so it is not read again, and undoes this
-    change if it fails (no savepoint of its own: an HL7 handler runs in one)."""
+    change if it fails (no savepoint of its own: an HL7 handler runs in one).
+    `write_later`: the changed columns are handed to it (the instance and their names)
+    instead of being written now: an HL7 worker's batch writes them together."""
     unknown = set(fields) - set(PATIENT_DETAIL_FIELDS)
     if unknown:
         raise ValueError(f"patient_update cannot set {', '.join(sorted(unknown))}")
@@ -194,7 +206,9 @@ def patient_update(
             if old != value:
                 changed[name] = [_jsonable(old), _jsonable(value)]
                 setattr(locked, name, value)
-        if changed:
+        if changed and write_later is not None:
+            write_later(locked, [*changed, "updated_at"])
+        elif changed:
             plain_sql.update(locked, [*changed, "updated_at"])  # saved once per HL7 update
         detail: dict[str, Any] = {"changed": changed} if changed else {}
         detail |= _patient_lists_replace(

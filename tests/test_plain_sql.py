@@ -76,3 +76,23 @@ def test_insert_many_writes_every_row_as_the_orm_would(facility_a):
         ("2", 2, facility_a.pk),
     ]
     assert all(e.at is not None for e in stored)
+
+
+def test_update_many_writes_each_row_its_own_values_and_a_row_given_twice_once(facility_a):
+    first = PatientFactory(facility=facility_a, family_name="Smith", birth_date=None)
+    second = PatientFactory(facility=facility_a, family_name="Lee", birth_date=dt.date(1990, 1, 1))
+    untouched = PatientFactory(facility=facility_a, family_name="Park")
+    first.family_name, first.birth_date = "Jones", dt.date(1981, 2, 3)
+    second.family_name, second.birth_date = 'O\'Brien, "Jr" {x}', None
+    again = Patient.objects.get(pk=first.pk)
+    again.family_name, again.birth_date = "Brown", dt.date(1982, 3, 4)
+
+    plain_sql.update_many([first, second, again], ["family_name", "birth_date", "updated_at"])
+    plain_sql.update_many([], ["family_name"])
+
+    stored = {p.pk: (p.family_name, p.birth_date) for p in Patient.objects.all()}
+    assert stored == {
+        first.pk: ("Brown", dt.date(1982, 3, 4)),  # the last of the two given
+        second.pk: ('O\'Brien, "Jr" {x}', None),
+        untouched.pk: ("Park", untouched.birth_date),
+    }

@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts import audit
 from accounts.models import Facility
 from config import plain_sql
+from ris import selectors
 from ris.hl7 import ack, outbox, parse
 from ris.hl7.inbound import HANDLERS, Context, Handler, NothingToDo, adt
 from ris.hl7.models import InboundMessage, Partner
@@ -382,6 +383,15 @@ def _batch_process(message_ids: list[int], drain: int, *, isolated: bool) -> Bat
         # So can the outcomes of ADT messages (order messages read other messages'
         # status: those written before any of them is applied).
         outcomes: list[InboundMessage] | None = None if isolated else []
+        # And the patients of its patient events are read together, and written at the
+        # end (before any other kind of message, which may read them).
+        patients = (
+            None
+            if isolated
+            else adt.PatientBatch(
+                [key for row in rows if _queue(row) not in behind and (key := _patient_key(row))]
+            )
+        )
         with contextlib.nullcontext() if isolated else audit.deferred():
             for row in rows:
                 queue = _queue(row)
@@ -391,14 +401,20 @@ def _batch_process(message_ids: list[int], drain: int, *, isolated: bool) -> Bat
                 elif queue in failed_queues:
                     deferred.append(row.pk)
                 else:
+                    event = row.message_type in adt.PATIENT_EVENTS
+                    if patients is not None and not event:
+                        patients.flush()
                     if outcomes and not row.message_type.startswith("ADT"):
                         _outcomes_write(outcomes)
-                    _apply(row, isolated=isolated, outcomes=outcomes)
+                    batch = patients if event else None
+                    _apply(row, isolated=isolated, outcomes=outcomes, patients=batch)
                     if row.status == Status.RECEIVED:  # unexpected error: its queue waits
                         failed_queues.add(queue)
                         deferred.append(row.pk)
                     else:
                         applied += 1
+            if patients is not None:
+                patients.flush()
             if outcomes:
                 _outcomes_write(outcomes)
     missing = wanted - {row.pk for row in rows}
@@ -412,6 +428,15 @@ def _batch_process(message_ids: list[int], drain: int, *, isolated: bool) -> Bat
 def _queue(row: InboundMessage) -> tuple[int | None, str]:
     """A message's queue: its patient's, or its own when it names none."""
     return (row.facility_id, row.patient_key or f"#{row.pk}")
+
+
+def _patient_key(row: InboundMessage) -> selectors.PatientKey | None:
+    """The key a patient event's PID names (from the stored queue key: a key read
+    wrongly only misses, and the handler then looks its patient up itself)."""
+    if row.message_type not in adt.PATIENT_EVENTS or not row.patient_key or row.facility is None:
+        return None
+    issuer, _, value = row.patient_key.rpartition("^")
+    return (row.facility.pk, issuer or row.facility.mrn_issuer, value)
 
 
 def _queues_behind(rows: list[InboundMessage]) -> set[tuple[int | None, str]]:
@@ -473,15 +498,21 @@ def _outcomes_write(rows: list[InboundMessage]) -> None:
 
 
 def _apply(
-    row: InboundMessage, *, isolated: bool = True, outcomes: list[InboundMessage] | None = None
+    row: InboundMessage,
+    *,
+    isolated: bool = True,
+    outcomes: list[InboundMessage] | None = None,
+    patients: adt.PatientBatch | None = None,
 ) -> None:
     """Apply one message inside the caller's transaction (in a savepoint of its own) and
     record the outcome. An unexpected error leaves it waiting, its attempts counted,
     until MAX_ATTEMPTS set it aside as failed.
 
     Not `isolated`: without the savepoint, and any error raises `_Isolate` (the caller's
-    transaction must then be rolled back). `outcomes`: the row goes there, for the
-    caller to write, instead of being written now."""
+    transaction must then be rolled back), but NothingToDo from a patient event (which
+    raises it before writing anything). `outcomes`: the row goes there, for the caller to
+    write, instead of being written now. `patients`: the batch's patients (patient events
+    only)."""
     row.attempts += 1
     error_code = parse.APPLICATION_INTERNAL_ERROR
     message: Message | None = None
@@ -490,13 +521,19 @@ def _apply(
     try:
         message = parse.parse(bytes(row.raw))
         handler = HANDLERS.get(message.header.message_type) or HANDLERS[message.header.message_code]
-        context = Context(facility=row.facility, partner=row.partner, message_id=row.pk)
+        context = Context(
+            facility=row.facility, partner=row.partner, message_id=row.pk, patients=patients
+        )
         if isolated:
             with transaction.atomic():
                 outcome = handler.apply(message, context)
         else:
             try:
                 outcome = handler.apply(message, context)
+            except NothingToDo as nothing:
+                if patients is None:
+                    raise _Isolate from nothing
+                raise
             except Exception as error:
                 raise _Isolate from error
     except _Isolate:

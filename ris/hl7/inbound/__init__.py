@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from accounts.models import Facility
 from ris.hl7.models import Partner
 from ris.hl7.parse import Message
+
+if TYPE_CHECKING:
+    from ris.hl7.inbound.adt import PatientBatch
 
 
 class NothingToDo(Exception):
@@ -24,6 +28,8 @@ class Context:
     facility: Facility
     partner: Partner | None
     message_id: int
+    # The patients of a worker's batch, read together (patient events only).
+    patients: PatientBatch | None = None
 
     @property
     def actor(self) -> str:

@@ -25,6 +25,7 @@ from django.core.validators import validate_email
 from accounts import audit
 from accounts.models import Facility
 from billing.models import Payer
+from config import plain_sql
 from ris import selectors, services
 from ris.hl7.inbound import Context, Handler, NothingToDo
 from ris.hl7.parse import (
@@ -567,13 +568,26 @@ def _patient_upsert(message: Message, context: Context) -> Upsert:
     data = patient_data(message)
     facility = context.facility
     issuer = data.mrn_issuer or facility.mrn_issuer
-    # Locked now: an update goes on from this read (the handler's transaction holds it).
-    holder = selectors.patient_holding(facility=facility, value=data.mrn, issuer=issuer, lock=True)
+    batch = context.patients
+    key = (facility.pk, issuer, data.mrn)
+    if batch is not None and key in batch.holders:
+        holder = batch.holders[key]
+    else:
+        # Locked now: an update goes on from this read (the transaction holds it).
+        holder = selectors.patient_holding(
+            facility=facility, value=data.mrn, issuer=issuer, lock=True
+        )
+        if batch is not None:
+            holder = batch.adopt(key, holder)
     if holder is None:
         patient = _patient_register(data, context)
+        if batch is not None:
+            batch.registered(key, patient, data.identifiers)
         return Upsert(patient, outcome=f"Registered MRN {patient.mrn} ({patient.display_name})")
     if holder.merged_into_id is None:
         return _patient_refresh(holder, data, context, locked=True)
+    if batch is not None:
+        batch.flush()  # the survivor is read the usual way, with the batch's writes done
     survivor = Patient.objects.get(pk=holder.merged_into_id)
     if (holder.mrn_issuer, holder.mrn) == (issuer, data.mrn):
         return Upsert(
@@ -582,6 +596,67 @@ def _patient_upsert(message: Message, context: Context) -> Upsert:
             "the closed record's details are not applied to the survivor.",
         )
     return _patient_refresh(survivor, data, context)
+
+
+class PatientBatch:
+    """The patients of an HL7 worker's batch of patient events (A01, A04, A05, A08,
+    A28, A31), read and locked with one statement before the first is applied, their
+    changed columns written together at the end: a read and an UPDATE per message cost
+    more than what the message changed.
+
+    `holders` is what `patient_holding` would answer now for each key (None: nobody);
+    `instances` the one instance of each patient read, which later messages of the same
+    patient go on from, their changes still in memory. Those writes must be done
+    (`flush`) before anything else reads patients: the batch calls it before a message
+    of another kind, and a merged record's path calls it before reading its survivor.
+    """
+
+    def __init__(self, keys: list[selectors.PatientKey]) -> None:
+        self.holders: dict[selectors.PatientKey, Patient | None] = dict.fromkeys(keys)
+        self.instances: dict[int, Patient] = {}
+        self._unwritten: dict[int, set[str]] = {}
+        for key, patient in selectors.patients_holding(keys).items():
+            self.holders[key] = self.instances.setdefault(patient.pk, patient)
+
+    def adopt(self, key: selectors.PatientKey, holder: Patient | None) -> Patient | None:
+        """A holder read outside the batch's first statement: the batch's instance of it
+        when it has one (with its changes not yet written)."""
+        if holder is not None:
+            holder = self.instances.setdefault(holder.pk, holder)
+        self.holders[key] = holder
+        return holder
+
+    def registered(
+        self, key: selectors.PatientKey, patient: Patient, identifiers: list[dict[str, str]]
+    ) -> None:
+        """A patient registered: it now holds its MRN, and the identifiers it was given
+        may have changed hands (read again when asked)."""
+        self.instances[patient.pk] = patient
+        self.holders[key] = patient
+        self.forget_identifiers(key[0], identifiers)
+
+    def forget_identifiers(self, facility_id: int, identifiers: list[dict[str, str]]) -> None:
+        values = {row["value"] for row in identifiers}
+        for key in [k for k in self.holders if k[0] == facility_id and k[2] in values]:
+            del self.holders[key]
+
+    def write_later(self, patient: Patient, field_names: list[str]) -> None:
+        """For `services.patient_update`: columns of a patient of the batch changed."""
+        if self.instances.get(patient.pk) is not patient:
+            raise RuntimeError(f"Patient {patient.pk} is not the batch's instance of it.")
+        self._unwritten.setdefault(patient.pk, set()).update(field_names)
+
+    def flush(self) -> None:
+        """Write what changed (one statement per set of columns changed together) and
+        forget what was read: from now on patients are read again."""
+        groups: dict[tuple[str, ...], list[Patient]] = {}
+        for pk, names in self._unwritten.items():
+            groups.setdefault(tuple(sorted(names)), []).append(self.instances[pk])
+        for names, patients in groups.items():
+            plain_sql.update_many(patients, names)
+        self._unwritten.clear()
+        self.instances.clear()
+        self.holders.clear()
 
 
 def _patient_register(data: PatientData, context: Context) -> Patient:
@@ -602,6 +677,7 @@ def _patient_register(data: PatientData, context: Context) -> Patient:
         insurance=_insurance_rows(data.insurance or [], context, existing=[]),
         actor_name=context.actor,
         door=audit.Door.HL7,
+        mrn_checked=True,  # `_patient_upsert` found no holder
         **fields,
     )
     return patient
@@ -640,14 +716,18 @@ def _patient_refresh(
     label = f"MRN {patient.mrn}"
     if not changes and not lists:
         return Upsert(patient, unchanged=f"{label} ({patient.display_name}) is up to date.")
+    batch = context.patients if locked else None
     patient = services.patient_update(
         patient=patient,
         actor_name=context.actor,
         door=audit.Door.HL7,
         already_locked=locked,
+        write_later=batch.write_later if batch is not None else None,
         **lists,
         **changes,
     )
+    if batch is not None and "identifiers" in lists:
+        batch.forget_identifiers(patient.facility_id, lists["identifiers"])
     return Upsert(patient, outcome=f"Updated {label}: {', '.join([*changes, *lists])}")
 
 
@@ -1035,6 +1115,10 @@ def _single_pid(message: Message, pid: Segment) -> Message:
 
 
 _PID = ("PID",)
+# Messages that only register or update their patient (and visit): a worker applies a
+# batch of them through one `PatientBatch`.
+PATIENT_EVENTS = frozenset({"ADT^A01", "ADT^A04", "ADT^A05", "ADT^A08", "ADT^A28", "ADT^A31"})
+
 HANDLERS: dict[str, Handler] = {
     "ADT^A01": Handler(_patient_event("admitted", creates_visit=True), _PID, _check_patient),
     "ADT^A04": Handler(_patient_event("registered", creates_visit=True), _PID, _check_patient),
