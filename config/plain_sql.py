@@ -39,8 +39,21 @@ def cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[Any]:
         return
     connection.validate_no_broken_transaction()
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
-        yield _PreparedCursor(raw, connection)
+    # One psycopg cursor per connection, reused: making one copies the connection's
+    # adapters, which cost more than the statements these run.
+    raw = getattr(connection, "_plain_sql_cursor", None)
+    if raw is None or raw.connection is not connection.connection or raw.closed:
+        raw = connection._plain_sql_cursor = psycopg.Cursor(connection.connection)
+    if getattr(connection, "_plain_sql_cursor_busy", False):  # nested: one of its own
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as own:
+            yield _PreparedCursor(own, connection)
+        return
+    connection._plain_sql_cursor_busy = True
+    try:
+        with connection.wrap_database_errors:
+            yield _PreparedCursor(raw, connection)
+    finally:
+        connection._plain_sql_cursor_busy = False
 
 
 class _PreparedCursor:

@@ -16,7 +16,6 @@ import mmap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
@@ -24,6 +23,7 @@ from django.utils import timezone
 
 from accounts import audit
 from accounts.models import Facility, User
+from config import plain_sql
 from pacs import storage
 from pacs.dicom.parse import DicomParseError, Header, instance_json, read_instance
 from pacs.dicom.render import RenderError, render
@@ -276,9 +276,8 @@ def _insert_instance(
     if connection.vendor == "postgresql":
         # A server-side prepared statement: parsed and planned once per connection
         # (an association's), its values sent as parameters, not quoted into the text.
-        connection.ensure_connection()
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(insert_and_flag, [*values, True, study_id], prepare=True)
+        with plain_sql.cursor() as cursor:
+            cursor.execute(insert_and_flag, [*values, True, study_id])
             row = cursor.fetchone()
         return (row[0], bool(row[1])) if row else None
     with transaction.atomic(), connection.cursor() as cursor:

@@ -96,3 +96,19 @@ def test_update_many_writes_each_row_its_own_values_and_a_row_given_twice_once(f
         second.pk: ('O\'Brien, "Jr" {x}', None),
         untouched.pk: ("Park", untouched.birth_date),
     }
+
+
+def test_a_statement_run_inside_another_cursor_leaves_its_rows_alone(facility_a):
+    """The reused cursor is not handed to a nested use: each reads its own rows."""
+    first = PatientFactory(facility=facility_a, family_name="Smith")
+    second = PatientFactory(facility=facility_a, family_name="Jones")
+    table = Patient._meta.db_table
+    with plain_sql.cursor() as outer:
+        outer.execute(f"SELECT family_name FROM {table} WHERE id = %s", [first.pk])
+        with plain_sql.cursor() as inner:
+            inner.execute(f"SELECT family_name FROM {table} WHERE id = %s", [second.pk])
+            assert inner.fetchone()[0] == "Jones"
+        assert outer.fetchone()[0] == "Smith"
+    with plain_sql.cursor() as again:  # and the shared one is free again
+        again.execute(f"SELECT family_name FROM {table} WHERE id = %s", [second.pk])
+        assert again.fetchone()[0] == "Jones"
