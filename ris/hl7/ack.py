@@ -8,8 +8,9 @@ application acknowledgement, if MSH-16 asks, is a message of its own sent later.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import random
 import re
-import uuid
 
 from ris.hl7.parse import Header
 
@@ -42,8 +43,15 @@ _ERROR_TEXT = {
 
 
 def control_id() -> str:
-    """A fresh message control id (MSH-10): 20 characters, as ST allowed in v2.3."""
-    return uuid.uuid4().hex[:20].upper()
+    """A fresh message control id (MSH-10): 20 characters, as ST allowed in v2.3; 80
+    random bits. From `random`, not `uuid4`: no system call on the listener's path for
+    each ACK, and `random` is seeded again in each forked process."""
+    return f"{random.getrandbits(80):020X}"
+
+
+@functools.lru_cache(maxsize=8)
+def _special(delimiters: str) -> re.Pattern[str]:
+    return re.compile(f"[{re.escape(delimiters)}\r\n\x00-\x08\x0b-\x1f\x7f]")
 
 
 def escape(text: str, header: Header | None = None) -> str:
@@ -51,6 +59,8 @@ def escape(text: str, header: Header | None = None) -> str:
     line breaks \\.br\\."""
     fs = header.field_separator if header else "|"
     cs, rs, esc, ss = (header.encoding_characters if header else "^~\\&")[:4]
+    if not _special(fs + cs + rs + esc + ss).search(text):
+        return text  # most values: nothing to escape
     out = text.replace(esc, f"{esc}E{esc}")
     for char, code in ((fs, "F"), (cs, "S"), (ss, "T"), (rs, "R")):
         out = out.replace(char, f"{esc}{code}{esc}")
