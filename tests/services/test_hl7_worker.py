@@ -18,6 +18,7 @@ from celery import Celery
 from django.db import connection
 from hl7.client import MLLPClient
 
+from accounts.models import AuditEvent
 from ris.hl7.listener import Background, Options
 from ris.hl7.models import InboundMessage, Partner
 from ris.models import Patient
@@ -102,4 +103,13 @@ def test_two_workers_apply_each_patients_messages_in_arrival_order(
     assert InboundMessage.objects.count() == PATIENTS * (UPDATES + 1)
     names = dict(Patient.objects.filter(facility=facility).values_list("mrn", "family_name"))
     assert names == {f"W{patient:04d}": f"Name{UPDATES}" for patient in range(PATIENTS)}
+    # Every rename in order, each audited once with what it changed (Name0 -> Name1 ...).
+    for patient in Patient.objects.filter(facility=facility):
+        renames = [
+            event.detail["changed"]["family_name"]
+            for event in AuditEvent.objects.filter(
+                patient_id=patient.pk, action=AuditEvent.Action.UPDATE
+            ).order_by("id")
+        ]
+        assert renames == [[f"Name{n}", f"Name{n + 1}"] for n in range(UPDATES)], renames
     assert "process_messages" in hl7_workers.log_text()
