@@ -74,6 +74,9 @@ class IngestResult:
     study_id: int
     sop_class_uid: str
     sop_instance_uid: str
+    # Where the instance was stored, when this call stored it (else read the row).
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
 
 
 @dataclass
@@ -209,6 +212,8 @@ def ingest(
         study_id,
         header.sop_class_uid,
         header.sop_instance_uid,
+        header.study_instance_uid,
+        header.series_instance_uid,
     )
 
 
@@ -291,6 +296,15 @@ def _insert_instance(
 
 def _series_for(header: Header, facility: Facility, audit_context: dict) -> tuple[int, int]:
     """(series id, study id) of the instance's series, creating rows as needed."""
+    known = _series_known(facility, header.series_instance_uid)
+    if known is not None:  # the usual case: one prepared statement, not two ORM lookups
+        series_id, study_id, study_uid = known
+        if study_uid != header.study_instance_uid:
+            raise IngestError(
+                f"series {header.series_instance_uid} already belongs to another study",
+                STATUS_CANNOT_UNDERSTAND,
+            )
+        return series_id, study_id
     study, study_created = _study_for(header, facility)
     if study_created:
         audit.record(
@@ -317,6 +331,26 @@ def _series_for(header: Header, facility: Facility, audit_context: dict) -> tupl
             STATUS_CANNOT_UNDERSTAND,
         )
     return series.pk, study.pk
+
+
+def _series_known(facility: Facility, series_uid: str) -> tuple[int, int, str] | None:
+    """(series id, study id, study UID) of a series already stored, else None. Each
+    STOW-RS request and each association asks once per series it stores into."""
+    with plain_sql.cursor() as cursor:
+        cursor.execute(_series_known_sql(), [facility.pk, series_uid])
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+@functools.cache
+def _series_known_sql() -> str:
+    quote = connection.ops.quote_name
+    return (
+        f"SELECT s.{quote('id')}, s.{quote('study_id')}, t.{quote('study_instance_uid')} "  # noqa: S608
+        f"FROM {quote(Series._meta.db_table)} s JOIN {quote(Study._meta.db_table)} t "
+        f"ON t.{quote('id')} = s.{quote('study_id')} "
+        f"WHERE s.{quote('facility_id')} = %s AND s.{quote('series_instance_uid')} = %s"
+    )
 
 
 def _study_for(header: Header, facility: Facility) -> tuple[Study, bool]:

@@ -46,6 +46,8 @@ class Stored:
     sop_class_uid: str
     sop_instance_uid: str
     instance_id: int
+    # (study id, study UID, series UID) when the ingest says; else read from the row.
+    place: tuple[int, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,12 @@ def _ingest_part(
     except services.IngestError as error:
         sop_class_uid, sop_instance_uid, _ = identity or _identity(data)
         return Failed(sop_class_uid, sop_instance_uid, error.dicom_status, error.reason)
-    return Stored(result.sop_class_uid, result.sop_instance_uid, result.instance_id)
+    place = (
+        (result.study_id, result.study_instance_uid, result.series_instance_uid)
+        if result.series_instance_uid
+        else None
+    )
+    return Stored(result.sop_class_uid, result.sop_instance_uid, result.instance_id, place)
 
 
 def _identity(data: bytes | mmap.mmap) -> tuple[str, str, str]:
@@ -279,11 +286,19 @@ def _identity(data: bytes | mmap.mmap) -> tuple[str, str, str]:
 
 
 def _studies(stored: list[Stored]) -> dict[int, tuple[int, str, str]]:
-    """instance id -> (study id, study UID, series UID), in one query."""
-    rows = Instance.objects.filter(pk__in=[result.instance_id for result in stored]).values_list(
-        "pk", "series__study_id", "series__study__study_instance_uid", "series__series_instance_uid"
-    )
-    return {pk: (study_id, study_uid, series_uid) for pk, study_id, study_uid, series_uid in rows}
+    """instance id -> (study id, study UID, series UID): as the ingest said, else (an
+    instance stored before, sent again) read with one query."""
+    places = {result.instance_id: result.place for result in stored if result.place}
+    unknown = [result.instance_id for result in stored if not result.place]
+    if unknown:
+        rows = Instance.objects.filter(pk__in=unknown).values_list(
+            "pk",
+            "series__study_id",
+            "series__study__study_instance_uid",
+            "series__series_instance_uid",
+        )
+        places |= {pk: (study, study_uid, series_uid) for pk, study, study_uid, series_uid in rows}
+    return places
 
 
 def _only_study(studies: dict[int, tuple[int, str, str]]) -> Study | None:

@@ -101,6 +101,10 @@ def test_stored_instances_come_back_as_sent_and_a_resend_succeeds(
 
     again = client.store_instances([compressed], study_instance_uid=compressed.StudyInstanceUID)
     assert again.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == compressed.SOPInstanceUID
+    assert again.ReferencedSOPSequence[0].RetrieveURL.endswith(  # read from the stored row
+        f"/studies/{compressed.StudyInstanceUID}/series/{compressed.SeriesInstanceUID}"
+        f"/instances/{compressed.SOPInstanceUID}"
+    )
     assert again.RetrieveURL.endswith(f"/dicom-web/studies/{compressed.StudyInstanceUID}")
     assert Instance.objects.count() == 2
 

@@ -188,6 +188,27 @@ def test_bad_input_is_refused_with_a_reason_and_leaves_nothing_behind(
     assert stored_files(image_store) == []
 
 
+def test_a_series_already_stored_under_another_study_is_refused(
+    facility_a, study_spec, image_store
+):
+    """A series belongs to one study: an instance naming the series with another study
+    is refused (the series lookup that skips the study's), and leaves no file."""
+    import dataclasses
+
+    from pacs.dicom.synthetic import new_uid
+
+    ingest(small_ct(study_spec), facility=facility_a, door="dimse")
+    other_study = dataclasses.replace(study_spec, study_uid=new_uid())
+    with pytest.raises(IngestError, match="already belongs to another study") as refused:
+        ingest(small_ct(other_study, number=2), facility=facility_a, door="dicomweb")
+    assert refused.value.dicom_status == 0xC000
+    assert Instance.objects.count() == 1 and Study.objects.count() == 1
+    assert len(stored_files(image_store)) == 1
+    # Another instance of the series, under its own study, still goes in.
+    ingest(small_ct(study_spec, number=3), facility=facility_a, door="dicomweb")
+    assert Instance.objects.count() == 2 and Series.objects.count() == 1
+
+
 def test_a_storage_failure_is_out_of_resources_and_records_nothing(
     facility_a, study_spec, monkeypatch
 ):
