@@ -38,6 +38,16 @@ def apply(capture, *messages: bytes) -> services.BatchOutcome:
     return services.messages_process(_stored(capture, *messages))
 
 
+def _renames(patient: Patient) -> list[list[str]]:
+    """The family name changes the audit trail records for `patient`, oldest first."""
+    return [
+        event.detail["changed"]["family_name"]
+        for event in AuditEvent.objects.filter(
+            patient_id=patient.pk, action=AuditEvent.Action.UPDATE
+        ).order_by("id")
+    ]
+
+
 def _patient_statements(queries: CaptureQueriesContext, verb: str) -> list[str]:
     """Reads (FROM the patient table) or writes (UPDATE of it) of patients."""
     table = connection.ops.quote_name(Patient._meta.db_table)
@@ -65,13 +75,7 @@ def test_two_updates_of_one_patient_in_a_batch_apply_in_order_each_audited(
         "456": "Park",
     }
     smith = Patient.objects.get(mrn="123")
-    changes = [
-        event.detail["changed"]["family_name"]
-        for event in AuditEvent.objects.filter(
-            patient_id=smith.pk, action=AuditEvent.Action.UPDATE
-        ).order_by("id")
-    ]
-    assert changes == [["Smith", "Jones"], ["Jones", "Brown"]]
+    assert _renames(smith) == [["Smith", "Jones"], ["Jones", "Brown"]]
     # Both patients (three messages) read with one statement and written with one.
     if connection.vendor == "postgresql":
         assert len(_patient_statements(queries, "SELECT")) == 1
@@ -158,13 +162,7 @@ def test_a_merged_record_named_in_a_batch_loses_no_change_made_before_it(
     assert statuses[-3:] == [Status.PROCESSED, Status.PROCESSED, Status.IGNORED]
     survivor.refresh_from_db()
     assert (survivor.family_name, survivor.given_name) == ("Brown", "Beth")
-    changes = [
-        event.detail["changed"]["family_name"]
-        for event in AuditEvent.objects.filter(
-            patient_id=survivor.pk, action=AuditEvent.Action.UPDATE
-        ).order_by("id")
-    ]
-    assert changes == [["Smith", "Jones"], ["Jones", "Brown"]]
+    assert _renames(survivor) == [["Smith", "Jones"], ["Jones", "Brown"]]
 
 
 def test_an_update_that_changes_nothing_keeps_the_batch_without_savepoints(
