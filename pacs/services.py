@@ -2,7 +2,8 @@
 
 Order of work: parse the header once (no pixel data), write the bytes durably under
 their content address, then record Study/Series/Instance in one transaction. The
-caller reports success only after `ingest` returns. Slow work (counts, order
+caller reports success only after `ingest` returns (a deferred `IngestSession`:
+after its `settle()` and the caller's commit). Slow work (counts, order
 linking, thumbnails) runs in a Celery task after commit.
 """
 
@@ -16,6 +17,7 @@ import mmap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from django import db
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
@@ -83,10 +85,63 @@ class IngestResult:
 class IngestSession:
     """One push (a DIMSE association, a STOW-RS request): the series and study rows it
     has looked up, so each further instance of them costs one INSERT, not two SELECTs
-    more; and the studies it stored into (an association refreshes them at its end)."""
+    more; and the studies it stored into (an association refreshes them at its end).
+
+    `deferred` (STOW-RS, whose answer covers many instances): the caller holds a
+    transaction over several instances and calls `settle()` before it commits. Ingest
+    then goes on to the next instance while this one's file is still being written
+    and fsynced, and leaves the study's refresh flag to `settle()`, so the study row is
+    locked only while the transaction commits. No row is committed before its file is
+    durable, and one commit covers them all.
+    """
 
     series: dict[tuple[int, str, str], tuple[int, int]] = field(default_factory=dict)
     study_ids: set[int] = field(default_factory=set)
+    deferred: bool = False
+    # (instance id, storage key, put) inserted in the open transaction, file not settled;
+    # no instance id: a refused instance's file, dropped once the transaction has ended
+    unsettled: list[tuple[int | None, str, storage.PendingPut]] = field(default_factory=list)
+    unflagged_study_ids: set[int] = field(default_factory=set)
+
+    def settle(self) -> set[int]:
+        """Before the caller's commit: wait until the files of the instances inserted
+        since the last call are durable; delete the rows of those whose file failed
+        (their ids are returned: refuse them); flag their studies for the follow-up
+        task. Raises what the database raises (the caller rolls back and `abandon`s)."""
+        failed: set[int] = set()
+        for instance_id, key, pending in self.unsettled:
+            if instance_id is None:
+                created = _install_settled(pending)
+                transaction.on_commit(functools.partial(_discard_unreferenced, key, created))
+                continue
+            try:
+                pending.install()
+            except OSError as error:
+                logger.error("cannot store instance %s: %s", instance_id, error)
+                failed.add(instance_id)
+                # renamed, then the folder's fsync failed: no row will name it
+                transaction.on_commit(functools.partial(_discard_unreferenced, key, True))
+        self.unsettled.clear()
+        if failed:
+            Instance.objects.filter(pk__in=failed).delete()
+        if self.unflagged_study_ids:
+            flagged = _flag_for_refresh(sorted(self.unflagged_study_ids))
+            self.unflagged_study_ids.clear()
+            for study_id in flagged:
+                transaction.on_commit(functools.partial(_refresh_soon, study_id))
+        return failed
+
+    def abandon(self) -> None:
+        """After the caller rolled back: drop the files no row will name, and forget the
+        series rows the transaction may have created."""
+        self.series.clear()
+        self.unflagged_study_ids.clear()
+        for _, key, pending in self.unsettled:
+            try:
+                _discard_unreferenced(key, _install_settled(pending))
+            except db.Error as error:  # the database is gone: check_storage finds the file
+                logger.error("cannot tell whether %s is still referenced: %s", key, error)
+        self.unsettled.clear()
 
 
 def duplicate_policy() -> DuplicatePolicy:
@@ -127,9 +182,10 @@ def ingest(
             )
         cache_key = (facility.pk, header.study_instance_uid, header.series_instance_uid)
         known = session.series.get(cache_key) if session is not None else None
+        deferred = session is not None and session.deferred
         # The steady state of a push (its series known): the file's write and fsyncs and
         # the row's commit run at once; the answer waits for both.
-        overlapped = known is not None
+        overlapped = known is not None or deferred
         if overlapped:
             key, digest = pending.installing()
             created_file = False  # known once install() returns
@@ -153,24 +209,29 @@ def ingest(
         if known is not None:  # one statement, committed on its own
             series_id, study_id = known
             inserted = _insert_instance(
-                header, facility, series_id, study_id, key, digest, data, metadata
+                header, facility, series_id, study_id, key, digest, data, metadata, not deferred
             )
         else:  # a new series (and maybe study) commits with its first instance
             with transaction.atomic():
                 series_id, study_id = _series_for(header, facility, audit_context)
                 inserted = _insert_instance(
-                    header, facility, series_id, study_id, key, digest, data, metadata
+                    header, facility, series_id, study_id, key, digest, data, metadata, not deferred
                 )
             if session is not None:
                 session.series[cache_key] = (series_id, study_id)
     except BaseException:
         if session is not None:
             session.series.clear()  # a remembered row may be what is gone
+        if deferred:  # the transaction may be lost: the file is dropped once it has ended
+            session.unsettled.append((None, key, pending))
+            raise
         if overlapped:
             created_file = _install_settled(pending)
         _discard_unreferenced(key, created_file)
         raise
-    if overlapped:
+    # A staged file is released by the caller on return: its put is settled here.
+    settle_later = deferred and inserted is not None and staged is None
+    if overlapped and not settle_later:
         try:
             created_file = pending.install()
         except OSError as error:
@@ -201,11 +262,13 @@ def ingest(
     instance_id, flagged = inserted
     if session is not None:
         session.study_ids.add(study_id)
-    if flagged and schedule_refresh:
+    if settle_later:
+        session.unsettled.append((instance_id, key, pending))
+    if deferred:
+        session.unflagged_study_ids.add(study_id)
+    elif flagged and schedule_refresh:
         # Only when the flag was clear: a 3,000-instance upload queues a few tasks.
-        from pacs import tasks
-
-        transaction.on_commit(lambda: tasks.study_refresh.apply_async((study_id,), countdown=2))
+        transaction.on_commit(functools.partial(_refresh_soon, study_id))
     return IngestResult(
         IngestOutcome.STORED,
         instance_id,
@@ -241,6 +304,26 @@ def _instance_sql(columns: tuple[str, ...]) -> tuple[str, str, str]:
     return insert, flag, insert_and_flag
 
 
+def _refresh_soon(study_id: int) -> None:
+    from pacs import tasks
+
+    tasks.study_refresh.apply_async((study_id,), countdown=2)
+
+
+def _flag_for_refresh(study_ids: list[int]) -> list[int]:
+    """Flag the studies for the follow-up task; those whose flag was clear (the others
+    have a task coming)."""
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(Study._meta.db_table)} SET {quote('needs_refresh')} = %s "  # noqa: S608
+            f"WHERE {quote('id')} IN ({', '.join(['%s'] * len(study_ids))}) "
+            f"AND NOT {quote('needs_refresh')} RETURNING {quote('id')}",
+            [True, *study_ids],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
 def _insert_instance(
     header: Header,
     facility: Facility,
@@ -250,10 +333,11 @@ def _insert_instance(
     digest: str,
     data: bytes,
     metadata: str,
+    flag: bool = True,
 ) -> tuple[int, bool] | None:
     """Insert the instance row and flag its study for the follow-up task: (instance id,
     whether the flag was clear); None when the SOP instance is already stored (nothing
-    is written then).
+    is written then). `flag=False`: the row only (the flag is the caller's).
 
     This is the one write per C-STORE, so on PostgreSQL it is one statement: one round
     trip and one commit. The study flag is written only when it was clear, so a long
@@ -276,21 +360,25 @@ def _insert_instance(
         "metadata_json": metadata,
         "received_at": timezone.now(),
     }
-    insert, flag, insert_and_flag = _instance_sql(tuple(columns))
+    insert, flag_sql, insert_and_flag = _instance_sql(tuple(columns))
     values = list(columns.values())
     if connection.vendor == "postgresql":
         # A server-side prepared statement: parsed and planned once per connection
         # (an association's), its values sent as parameters, not quoted into the text.
         with plain_sql.cursor() as cursor:
+            if not flag:
+                cursor.execute(insert, values)
+                row = cursor.fetchone()
+                return (row[0], False) if row else None
             cursor.execute(insert_and_flag, [*values, True, study_id])
             row = cursor.fetchone()
         return (row[0], bool(row[1])) if row else None
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(insert, values)
         row = cursor.fetchone()
-        if row is None:
-            return None
-        cursor.execute(flag, [True, study_id])
+        if row is None or not flag:
+            return None if row is None else (row[0], False)
+        cursor.execute(flag_sql, [True, study_id])
         return row[0], cursor.rowcount > 0
 
 
@@ -425,7 +513,8 @@ def _resend(
     except BaseException:
         _discard_unreferenced(key, created_file)
         raise
-    _discard_unreferenced(old_key, True)
+    # Once the row names the new file for good (a caller's transaction may still roll back).
+    transaction.on_commit(functools.partial(_discard_unreferenced, old_key, True))
     return IngestResult(
         IngestOutcome.OVERWRITTEN,
         existing.pk,

@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import mmap
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pydicom
+from django.db import DatabaseError, InterfaceError, transaction
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
 from accounts import audit
@@ -72,31 +75,36 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     stream = _body(request)
     remote_addr = audit.client_address(request)
     results: list[Stored | Failed] = []
-    session = services.IngestSession()
-    try:
-        for part in multipart.parts(
-            stream,
-            boundary,
-            chunk_size=READ_BYTES,
-            spool_size=SPOOL_MEMORY_BYTES,
-            max_part_size=MAX_PART_BYTES,
-        ):
-            results.append(
-                _store_part(part, declared_type, study_uid, facility, scope, remote_addr, session)
-            )
-    except multipart.MultipartError as error:
-        if not results:
-            raise DicomWebError(400, f"malformed multipart body: {error}") from error
-        results.append(
-            Failed("", "", services.STATUS_CANNOT_UNDERSTAND, f"malformed multipart body: {error}")
-        )
-    except (OSError, UnreadablePostError) as error:  # the client went away mid-upload
-        logger.info("STOW-RS upload interrupted after %d parts: %s", len(results), error)
-        if not results:
-            raise DicomWebError(400, "the upload was interrupted before any instance") from error
-        results.append(
-            Failed("", "", services.STATUS_CANNOT_UNDERSTAND, "the upload was interrupted")
-        )
+    session = services.IngestSession(deferred=True)
+    parts = multipart.parts(
+        stream,
+        boundary,
+        chunk_size=READ_BYTES,
+        spool_size=SPOOL_MEMORY_BYTES,
+        max_part_size=MAX_PART_BYTES,
+    )
+
+    def store_part(part: multipart.Part) -> Stored | Failed:
+        return _store_part(part, declared_type, study_uid, facility, scope, remote_addr, session)
+
+    more = True
+    while more:
+        chunk: list[Stored | Failed] = []
+        try:
+            with transaction.atomic():
+                more = _store_chunk(parts, store_part, chunk, results)
+                failed_ids = session.settle()
+        except (DatabaseError, InterfaceError, _IndexFailure) as error:  # a deadlock, no database
+            logger.error("STOW-RS: %d instances not indexed: %s", len(chunk) + 1, error)
+            session.abandon()
+            chunk = [_not_indexed(item) for item in chunk]
+            if isinstance(error, _IndexFailure):
+                chunk.append(_not_indexed(error.refused))
+            failed_ids = set()
+        except BaseException:
+            session.abandon()
+            raise
+        results += (_file_failed(item) if _in(item, failed_ids) else item for item in chunk)
     if not results:
         raise DicomWebError(400, "the request holds no instances")
 
@@ -124,6 +132,73 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
         json.dumps(document, ensure_ascii=False, separators=(",", ":")),
         status=status,
         content_type=response_type,
+    )
+
+
+# A request's instances are committed in chunks, each once the files of its instances
+# are durable: one commit for many instances, and neither many parts' bytes in memory
+# nor a transaction open for long while a slow client sends.
+CHUNK_INSTANCES = 32
+CHUNK_SECONDS = 0.2
+NOT_INDEXED = "the archive index is unavailable; send the instance again"
+
+
+class _IndexFailure(Exception):
+    """The index failed while storing this instance: its transaction is lost."""
+
+    def __init__(self, refused: Failed) -> None:
+        super().__init__(refused.reason)
+        self.refused = refused
+
+
+def _store_chunk(
+    parts: Iterator[multipart.Part],
+    store_part: Callable[[multipart.Part], Stored | Failed],
+    chunk: list[Stored | Failed],
+    earlier: list[Stored | Failed],
+) -> bool:
+    """Store parts into `chunk` until it is full or old; whether parts may follow."""
+    started = time.monotonic()
+    try:
+        for part in parts:
+            chunk.append(store_part(part))
+            if len(chunk) >= CHUNK_INSTANCES or time.monotonic() - started > CHUNK_SECONDS:
+                return True
+    except multipart.MultipartError as error:
+        if not chunk and not earlier:
+            raise DicomWebError(400, f"malformed multipart body: {error}") from error
+        chunk.append(
+            Failed("", "", services.STATUS_CANNOT_UNDERSTAND, f"malformed multipart body: {error}")
+        )
+    except (OSError, UnreadablePostError) as error:  # the client went away mid-upload
+        logger.info("STOW-RS upload interrupted after %d parts: %s", len(earlier + chunk), error)
+        if not chunk and not earlier:
+            raise DicomWebError(400, "the upload was interrupted before any instance") from error
+        chunk.append(
+            Failed("", "", services.STATUS_CANNOT_UNDERSTAND, "the upload was interrupted")
+        )
+    return False
+
+
+def _in(item: Stored | Failed, instance_ids: set[int]) -> bool:
+    return isinstance(item, Stored) and item.instance_id in instance_ids
+
+
+def _file_failed(item: Stored | Failed) -> Failed:
+    return Failed(
+        item.sop_class_uid,
+        item.sop_instance_uid,
+        services.STATUS_OUT_OF_RESOURCES,
+        "archive storage is unavailable",
+    )
+
+
+def _not_indexed(item: Stored | Failed) -> Failed:
+    """An instance whose transaction was rolled back: the sender may send it again."""
+    if isinstance(item, Failed):
+        return item
+    return Failed(
+        item.sop_class_uid, item.sop_instance_uid, services.STATUS_OUT_OF_RESOURCES, NOT_INDEXED
     )
 
 
@@ -260,6 +335,12 @@ def _ingest_part(
     except services.IngestError as error:
         sop_class_uid, sop_instance_uid, _ = identity or _identity(data)
         return Failed(sop_class_uid, sop_instance_uid, error.dicom_status, error.reason)
+    except DatabaseError as error:
+        sop_class_uid, sop_instance_uid, _ = identity or _identity(data)
+        refused = Failed(
+            sop_class_uid, sop_instance_uid, services.STATUS_OUT_OF_RESOURCES, NOT_INDEXED
+        )
+        raise _IndexFailure(refused) from error
     place = (
         (result.study_id, result.study_instance_uid, result.series_instance_uid)
         if result.series_instance_uid

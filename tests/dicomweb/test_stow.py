@@ -3,6 +3,7 @@
 import io
 import json
 import tracemalloc
+from pathlib import PurePosixPath
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ from pacs.dicomweb import stow
 from pacs.models import Instance, Study
 from tests.dicomweb.conftest import client_as
 from tests.factories import api_token, member
+from tests.storage_fixtures import stored_files
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -277,3 +279,89 @@ def test_a_large_part_is_stored_from_disk_without_being_read_into_memory(
     assert peaks[0] < len(instance) // 3, peaks
     staging = storage._staging_root() / storage.STAGING_FOLDER
     assert not any(staging.iterdir())
+
+
+def test_an_instance_is_committed_only_once_its_file_is_durable(
+    live_server, image_store, technologist, monkeypatch
+):
+    """The request's rows wait for their files: seen from another connection while a
+    file is named, the instance is not in the index yet."""
+    instances = ct(count=3)
+    names = {PurePosixPath(storage.content_key(data)[0]).name for data in instances}
+    seen_while_naming: list[int] = []
+    install = storage._install
+
+    def naming(temporary, target):
+        from django.db import connection
+
+        if target.name in names:  # not the thumbnail, stored after the commit
+            try:  # this writer thread has its own connection: it sees committed rows only
+                seen_while_naming.append(Instance.objects.count())
+            finally:
+                connection.close()
+        install(temporary, target)
+
+    monkeypatch.setattr(storage, "_install", naming)
+    response = post(live_server, technologist, body(*instances))
+
+    assert response.status_code == 200, response.text
+    assert seen_while_naming == [0, 0, 0]
+    assert Instance.objects.count() == 3
+
+
+def test_a_file_that_cannot_be_made_durable_refuses_its_instance_only(
+    live_server, image_store, technologist, monkeypatch
+):
+    first, broken, last = ct(count=3)
+    broken_uid = dcmread(io.BytesIO(broken), stop_before_pixels=True).SOPInstanceUID
+    fsync_dir = storage._fsync_dir
+    broken_key = storage.content_key(broken)[0]
+
+    def failing(path):
+        if path == (image_store.root / broken_key).parent:
+            raise OSError(5, "Input/output error")
+        fsync_dir(path)
+
+    monkeypatch.setattr(storage, "_fsync_dir", failing)
+    response = post(live_server, technologist, body(first, broken, last))
+
+    assert response.status_code == 202, response.text
+    assert failures(response.json()) == [(0xA700, broken_uid, "archive storage is unavailable")]
+    assert Instance.objects.count() == 2
+    assert not Instance.objects.filter(sop_instance_uid=broken_uid).exists()
+    assert PurePosixPath(broken_key) not in stored_files(image_store)
+
+
+def test_an_index_failure_refuses_its_chunk_and_keeps_the_others(
+    live_server, image_store, technologist, monkeypatch
+):
+    """A deadlock or a lost database costs the instances of one transaction, reported
+    as failed (the sender may send them again), never a 500; their files are dropped."""
+    from django.db import OperationalError
+
+    from pacs import services
+
+    monkeypatch.setattr(stow, "CHUNK_INSTANCES", 2)
+    instances = ct(count=5)
+    uids = [dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID for data in instances]
+    insert = services._insert_instance
+    calls = []
+
+    def deadlocks_on_the_fourth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise OperationalError("deadlock detected")
+        return insert(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_insert_instance", deadlocks_on_the_fourth)
+    response = post(live_server, technologist, body(*instances))
+
+    assert response.status_code == 202, response.text
+    document = response.json()
+    assert failures(document) == [(0xA700, uid, stow.NOT_INDEXED) for uid in uids[2:4]]
+    stored = [item["00081155"]["Value"][0] for item in document["00081199"]["Value"]]
+    assert stored == [uids[0], uids[1], uids[4]]
+    assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == set(stored)
+    assert sorted(stored_files(image_store)) == sorted(
+        PurePosixPath(key) for key in Instance.objects.values_list("storage_key", flat=True)
+    )

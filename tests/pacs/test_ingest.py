@@ -95,18 +95,22 @@ def test_keep_first_policy_keeps_the_first_copy(facility_a, study_spec, image_st
     assert len(stored_files(image_store)) == 1
 
 
-def test_overwrite_policy_replaces_the_file_and_removes_the_old_one(
-    facility_a, study_spec, image_store, settings
+def test_overwrite_policy_replaces_the_file_and_removes_the_old_one_on_commit(
+    facility_a, study_spec, image_store, settings, django_capture_on_commit_callbacks
 ):
     settings.DICOM_DUPLICATE_POLICY = "overwrite"
     data = small_ct(study_spec)
     ingest(data, facility=facility_a, door="dimse")
     changed = _same_uid_other_bytes(data)
-    result = ingest(changed, facility=facility_a, door="dimse")
+    with django_capture_on_commit_callbacks() as callbacks:
+        result = ingest(changed, facility=facility_a, door="dimse")
     assert result.outcome == IngestOutcome.OVERWRITTEN
     instance = Instance.objects.get()
     assert storage.read(instance.storage_key) == changed
     assert '"changed"' in instance.metadata_json
+    assert len(stored_files(image_store)) == 2  # the old file stays until the row is committed
+    for callback in callbacks:
+        callback()
     assert len(stored_files(image_store)) == 1
 
 
