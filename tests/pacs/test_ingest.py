@@ -213,17 +213,22 @@ def test_a_series_already_stored_under_another_study_is_refused(
     assert Instance.objects.count() == 2 and Series.objects.count() == 1
 
 
+@pytest.mark.parametrize("failing", ["write", "fsync"])
 def test_a_storage_failure_is_out_of_resources_and_records_nothing(
-    facility_a, study_spec, monkeypatch
+    facility_a, study_spec, image_store, monkeypatch, failing
 ):
-    def disk_full(folder, data):
+    def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(storage, "_write_temporary", disk_full)
+    if failing == "write":
+        monkeypatch.setattr(storage, "_write_unsynced", disk_full)
+    else:  # in the writer thread
+        monkeypatch.setattr(storage.os, "fsync", disk_full)
     with pytest.raises(IngestError) as refused:
         ingest(small_ct(study_spec), facility=facility_a, door="dimse")
     assert refused.value.dicom_status == 0xA700
     assert not Study.objects.exists()
+    assert stored_files(image_store) == []
 
 
 def test_a_database_failure_removes_the_file_it_wrote(
