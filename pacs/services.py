@@ -211,6 +211,13 @@ def ingest(
             inserted = _insert_instance(
                 header, facility, series_id, study_id, key, digest, data, metadata, not deferred
             )
+        elif (stored := _series_stored(header, facility)) is not None:  # as above
+            series_id, study_id = stored
+            inserted = _insert_instance(
+                header, facility, series_id, study_id, key, digest, data, metadata, not deferred
+            )
+            if session is not None:
+                session.series[cache_key] = (series_id, study_id)
         else:  # a new series (and maybe study) commits with its first instance
             with transaction.atomic():
                 series_id, study_id = _series_for(header, facility, audit_context)
@@ -382,17 +389,26 @@ def _insert_instance(
         return row[0], cursor.rowcount > 0
 
 
+def _series_stored(header: Header, facility: Facility) -> tuple[int, int] | None:
+    """(series id, study id) of the instance's series if it is stored, with one prepared
+    statement (no savepoint then, no ORM lookups); IngestError if of another study."""
+    known = _series_known(facility, header.series_instance_uid)
+    if known is None:
+        return None
+    series_id, study_id, study_uid = known
+    if study_uid != header.study_instance_uid:
+        raise IngestError(
+            f"series {header.series_instance_uid} already belongs to another study",
+            STATUS_CANNOT_UNDERSTAND,
+        )
+    return series_id, study_id
+
+
 def _series_for(header: Header, facility: Facility, audit_context: dict) -> tuple[int, int]:
     """(series id, study id) of the instance's series, creating rows as needed."""
-    known = _series_known(facility, header.series_instance_uid)
-    if known is not None:  # the usual case: one prepared statement, not two ORM lookups
-        series_id, study_id, study_uid = known
-        if study_uid != header.study_instance_uid:
-            raise IngestError(
-                f"series {header.series_instance_uid} already belongs to another study",
-                STATUS_CANNOT_UNDERSTAND,
-            )
-        return series_id, study_id
+    stored = _series_stored(header, facility)  # made meanwhile by another push?
+    if stored is not None:
+        return stored
     study, study_created = _study_for(header, facility)
     if study_created:
         audit.record(

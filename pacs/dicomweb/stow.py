@@ -13,19 +13,23 @@ text (0009,1001) LT.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import mmap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pydicom
-from django.db import DatabaseError, InterfaceError, transaction
+from django.db import DatabaseError, InterfaceError, connection, transaction
+from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
 from accounts import audit
 from accounts.models import Facility
+from config import plain_sql
 from pacs import services, storage
 from pacs.dicom.parse import UID_PATTERN, stream_of
 from pacs.dicomweb import multipart
@@ -238,14 +242,14 @@ def _facility(request: HttpRequest, scope: Scope) -> Facility:
     """Where the instances go: the one facility the user may upload to, or ?facility=."""
     if not scope.upload_facility_ids:
         raise DicomWebError(403, "you may not store images at any facility")
-    facilities = Facility.objects.filter(pk__in=scope.upload_facility_ids).order_by("code")
+    choices = _rows(Facility, "id", sorted(scope.upload_facility_ids))
+    choices.sort(key=lambda facility: facility.code)
     code = request.GET.get("facility", "")
     if code:
-        facility = facilities.filter(code__iexact=code).first()
-        if facility is None:
-            raise DicomWebError(403, f"you may not store images at facility {code!r}")
-        return facility
-    choices = list(facilities)
+        for facility in choices:
+            if facility.code.lower() == code.lower():
+                return facility
+        raise DicomWebError(403, f"you may not store images at facility {code!r}")
     if len(choices) > 1:
         codes = ", ".join(facility.code for facility in choices)
         raise DicomWebError(
@@ -384,7 +388,31 @@ def _studies(stored: list[Stored]) -> dict[int, tuple[int, str, str]]:
 
 def _only_study(studies: dict[int, tuple[int, str, str]]) -> Study | None:
     study_ids = {study_id for study_id, _, _ in studies.values()}
-    return Study.objects.filter(pk__in=study_ids).first() if len(study_ids) == 1 else None
+    if len(study_ids) != 1:
+        return None
+    found = _rows(Study, "id", list(study_ids))
+    return found[0] if found else None
+
+
+M = TypeVar("M", Facility, Study)
+
+
+def _rows(model: type[M], column: str, values: list[Any]) -> list[M]:
+    """The rows of `model` whose `column` is among `values`, with one plain statement:
+    the two lookups of every request cost more to build through the ORM than to run."""
+    with plain_sql.cursor() as cursor:
+        cursor.execute(_rows_sql(model, column, len(values)), values)
+        return [plain_sql.instance_of(model, row) for row in cursor.fetchall()]
+
+
+@functools.cache
+def _rows_sql(model: type[Model], column: str, count: int) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in model._meta.concrete_fields)
+    return (
+        f"SELECT {columns} FROM {quote(model._meta.db_table)} "  # noqa: S608
+        f"WHERE {quote(column)} IN ({', '.join(['%s'] * count)})"
+    )
 
 
 def _response(

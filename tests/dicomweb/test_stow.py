@@ -132,6 +132,13 @@ def test_good_and_bad_parts_give_a_202_with_both_sequences_and_one_audit_event(
     event = AuditEvent.objects.get(door="dicomweb", action="create", detail__has_key="stored")
     assert event.user == technologist
     assert (event.detail["stored"], event.detail["failed"]) == (1, 2)
+    study = Study.objects.get()
+    assert (event.object_type, event.object_id, event.object_repr) == (
+        "study",
+        str(study.pk),
+        str(study),
+    )
+    assert event.facility_id == study.facility_id
 
 
 def test_an_instance_of_another_study_is_refused_with_a900_and_none_stored_is_409(
