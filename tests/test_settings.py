@@ -83,3 +83,14 @@ def test_database_redis_and_s3_come_from_the_environment(tmp_path):
         "radpacs-images",
         "http://127.0.0.1:9000",
     ]
+
+
+def test_database_connections_are_kept_unless_told_otherwise(tmp_path):
+    code = (
+        "import django; django.setup(); from django.conf import settings;"
+        "print(settings.DATABASES['default']['CONN_MAX_AGE'])"
+    )
+    base = {"VAR_DIR": str(tmp_path), "DEBUG": "1"}
+    kept = run_python(code, {**base, "DATABASE_CONN_MAX_AGE": ""})
+    told = run_python(code, {**base, "DATABASE_CONN_MAX_AGE": "0"})
+    assert (kept.stdout.strip(), told.stdout.strip()) == ("60", "0"), kept.stderr + told.stderr
