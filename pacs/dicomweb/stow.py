@@ -46,6 +46,12 @@ SPOOL_MEMORY_BYTES = 1024 * 1024  # a bigger part waits on disk while it arrives
 # it holds on every smaller read (64 KiB steps cost a STOW-RS request 2x the CPU).
 READ_BYTES = 1024 * 1024
 STATUS_STUDY_MISMATCH = 0xA900  # PS3.18 I.2.2 A9xx: the instance is not of the target study
+# A request's instances are committed in chunks, each once the files of its instances
+# are durable: one commit for many instances, and neither many parts' bytes in memory
+# nor a transaction open for long while a slow client sends.
+CHUNK_INSTANCES = 32
+CHUNK_SECONDS = 0.2
+NOT_INDEXED = "the archive index is unavailable; send the instance again"
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,6 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     facility = _facility(request, scope)
     stream = _body(request)
     remote_addr = audit.client_address(request)
-    results: list[Stored | Failed] = []
     session = services.IngestSession(deferred=True)
     parts = multipart.parts(
         stream,
@@ -91,24 +96,7 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     def store_part(part: multipart.Part) -> Stored | Failed:
         return _store_part(part, declared_type, study_uid, facility, scope, remote_addr, session)
 
-    more = True
-    while more:
-        chunk: list[Stored | Failed] = []
-        try:
-            with transaction.atomic():
-                more = _store_chunk(parts, store_part, chunk, results)
-                failed_ids = session.settle()
-        except (DatabaseError, InterfaceError, _IndexFailure) as error:  # a deadlock, no database
-            logger.error("STOW-RS: %d instances not indexed: %s", len(chunk) + 1, error)
-            session.abandon()
-            chunk = [_not_indexed(item) for item in chunk]
-            if isinstance(error, _IndexFailure):
-                chunk.append(_not_indexed(error.refused))
-            failed_ids = set()
-        except BaseException:
-            session.abandon()
-            raise
-        results += (_file_failed(item) if _in(item, failed_ids) else item for item in chunk)
+    results = _store_all(parts, store_part, session)
     if not results:
         raise DicomWebError(400, "the request holds no instances")
 
@@ -139,12 +127,33 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     )
 
 
-# A request's instances are committed in chunks, each once the files of its instances
-# are durable: one commit for many instances, and neither many parts' bytes in memory
-# nor a transaction open for long while a slow client sends.
-CHUNK_INSTANCES = 32
-CHUNK_SECONDS = 0.2
-NOT_INDEXED = "the archive index is unavailable; send the instance again"
+def _store_all(
+    parts: Iterator[multipart.Part],
+    store_part: Callable[[multipart.Part], Stored | Failed],
+    session: services.IngestSession,
+) -> list[Stored | Failed]:
+    """Every part's result, stored chunk by chunk: each chunk's rows are committed in one
+    transaction once their files are durable (`IngestSession.settle`)."""
+    results: list[Stored | Failed] = []
+    more = True
+    while more:
+        chunk: list[Stored | Failed] = []
+        try:
+            with transaction.atomic():
+                more = _store_chunk(parts, store_part, chunk, results)
+                failed_ids = session.settle()
+        except (DatabaseError, InterfaceError, _IndexFailure) as error:  # a deadlock, no database
+            session.abandon()
+            chunk = [_not_indexed(item) for item in chunk]
+            if isinstance(error, _IndexFailure):
+                chunk.append(error.refused)
+            logger.error("STOW-RS: %d instances not indexed: %s", len(chunk), error)
+            failed_ids = set()
+        except BaseException:
+            session.abandon()
+            raise
+        results += (_file_failed(item) if _in(item, failed_ids) else item for item in chunk)
+    return results
 
 
 class _IndexFailure(Exception):
