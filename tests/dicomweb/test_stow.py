@@ -372,3 +372,38 @@ def test_an_index_failure_refuses_its_chunk_and_keeps_the_others(
     assert sorted(stored_files(image_store)) == sorted(
         PurePosixPath(key) for key in Instance.objects.values_list("storage_key", flat=True)
     )
+
+
+def test_two_uploads_of_one_new_series_at_once_both_succeed(
+    live_server, image_store, technologist, monkeypatch
+):
+    """The first upload's chunk holds the new study and series uncommitted; the other
+    waits for it on their unique keys and then stores into them."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pacs import services
+
+    settle = services.IngestSession.settle
+
+    def slow_settle(session):  # each chunk's transaction stays open a while
+        time.sleep(0.3)
+        return settle(session)
+
+    monkeypatch.setattr(services.IngestSession, "settle", slow_settle)
+    instances = ct(count=8)
+    halves = [instances[0::2], instances[1::2]]
+    token = f"Bearer {api_token(technologist)}"  # made here: the threads only send
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(
+            pool.map(lambda half: post(live_server, None, body(*half), Authorization=token), halves)
+        )
+
+    assert [response.status_code for response in responses] == [200, 200], [
+        response.text for response in responses
+    ]
+    assert Study.objects.count() == 1
+    assert Instance.objects.count() == 8
+    assert {instance.series_id for instance in Instance.objects.all()} == {
+        Study.objects.get().series.get().pk
+    }
