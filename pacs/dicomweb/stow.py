@@ -13,6 +13,7 @@ text (0009,1001) LT.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -139,9 +140,7 @@ def _store_all(
     while more:
         chunk: list[Stored | Failed] = []
         try:
-            with transaction.atomic():
-                more = _store_chunk(parts, store_part, chunk, results)
-                failed_ids = session.settle()
+            more, failed_ids = _store_chunk(parts, store_part, chunk, results, session)
         except (DatabaseError, InterfaceError, _IndexFailure) as error:  # a deadlock, no database
             session.abandon()
             chunk = [_not_indexed(item) for item in chunk]
@@ -169,28 +168,46 @@ def _store_chunk(
     store_part: Callable[[multipart.Part], Stored | Failed],
     chunk: list[Stored | Failed],
     earlier: list[Stored | Failed],
-) -> bool:
-    """Store parts into `chunk` until it is full or old; whether parts may follow."""
-    started = time.monotonic()
-    try:
-        for part in parts:
-            chunk.append(store_part(part))
-            if len(chunk) >= CHUNK_INSTANCES or time.monotonic() - started > CHUNK_SECONDS:
-                return True
-    except multipart.MultipartError as error:
+    session: services.IngestSession,
+) -> tuple[bool, set[int]]:
+    """Store parts into `chunk` in one transaction until it is full or old: (whether
+    parts may follow, ids of instances whose file failed). The transaction begins once
+    the first part is in (a part is received whole before `parts` yields it), not
+    while it arrives: SQLite takes its write lock at BEGIN."""
+    with contextlib.ExitStack() as once_received:
+        more = False
+        started = 0.0
+        try:
+            for part in parts:
+                if not started:
+                    once_received.enter_context(transaction.atomic())
+                    started = time.monotonic()
+                chunk.append(store_part(part))
+                if len(chunk) >= CHUNK_INSTANCES or time.monotonic() - started > CHUNK_SECONDS:
+                    more = True
+                    break
+        except multipart.MultipartError as error:
+            _refuse_rest(chunk, earlier, error)
+        except (OSError, UnreadablePostError) as error:  # the client went away mid-upload
+            _refuse_rest(chunk, earlier, error)
+        return more, session.settle()
+
+
+def _refuse_rest(
+    chunk: list[Stored | Failed], earlier: list[Stored | Failed], error: Exception
+) -> None:
+    """The body broke off: a 400 if nothing came before, else one failed item more."""
+    if isinstance(error, multipart.MultipartError):
         if not chunk and not earlier:
             raise DicomWebError(400, f"malformed multipart body: {error}") from error
         chunk.append(
             Failed("", "", services.STATUS_CANNOT_UNDERSTAND, f"malformed multipart body: {error}")
         )
-    except (OSError, UnreadablePostError) as error:  # the client went away mid-upload
-        logger.info("STOW-RS upload interrupted after %d parts: %s", len(earlier + chunk), error)
-        if not chunk and not earlier:
-            raise DicomWebError(400, "the upload was interrupted before any instance") from error
-        chunk.append(
-            Failed("", "", services.STATUS_CANNOT_UNDERSTAND, "the upload was interrupted")
-        )
-    return False
+        return
+    logger.info("STOW-RS upload interrupted after %d parts: %s", len(earlier + chunk), error)
+    if not chunk and not earlier:
+        raise DicomWebError(400, "the upload was interrupted before any instance") from error
+    chunk.append(Failed("", "", services.STATUS_CANNOT_UNDERSTAND, "the upload was interrupted"))
 
 
 def _in(item: Stored | Failed, instance_ids: set[int]) -> bool:
