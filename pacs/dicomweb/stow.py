@@ -186,9 +186,7 @@ def _store_chunk(
                 if len(chunk) >= CHUNK_INSTANCES or time.monotonic() - started > CHUNK_SECONDS:
                     more = True
                     break
-        except multipart.MultipartError as error:
-            _refuse_rest(chunk, earlier, error)
-        except (OSError, UnreadablePostError) as error:  # the client went away mid-upload
+        except (multipart.MultipartError, OSError, UnreadablePostError) as error:
             _refuse_rest(chunk, earlier, error)
         return more, session.settle()
 
@@ -196,7 +194,8 @@ def _store_chunk(
 def _refuse_rest(
     chunk: list[Stored | Failed], earlier: list[Stored | Failed], error: Exception
 ) -> None:
-    """The body broke off: a 400 if nothing came before, else one failed item more."""
+    """The body broke off (malformed, or the client went away mid-upload): a 400 if
+    nothing came before, else one failed item more."""
     if isinstance(error, multipart.MultipartError):
         if not chunk and not earlier:
             raise DicomWebError(400, f"malformed multipart body: {error}") from error
