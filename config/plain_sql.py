@@ -38,6 +38,9 @@ def cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[Any]:
             yield django_cursor
         return
     connection.validate_no_broken_transaction()
+    # As Django's own cursors: a kept connection is checked before its first use in a
+    # request (CONN_HEALTH_CHECKS), so one the database dropped is replaced, not a 500.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     # One psycopg cursor per connection, reused: making one copies the connection's
     # adapters, which cost more than the statements these run.

@@ -3,7 +3,7 @@
 import datetime as dt
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from config import plain_sql
 from ris.models import Patient
@@ -112,3 +112,24 @@ def test_a_statement_run_inside_another_cursor_leaves_its_rows_alone(facility_a)
     with plain_sql.cursor() as again:  # and the shared one is free again
         again.execute(f"SELECT family_name FROM {table} WHERE id = %s", [second.pk])
         assert again.fetchone()[0] == "Jones"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates a PostgreSQL backend")
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_the_database_dropped_is_replaced_before_a_statement(facility_a):
+    """A request's first statement may be a plain one (the token lookup): the health
+    check runs before it too, or the first request after a database restart fails."""
+    connection.ensure_connection()
+    connection.health_check_enabled = True
+    dropped = connection.connection.info.backend_pid
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [dropped])
+    finally:
+        other.close()
+    connection.close_if_unusable_or_obsolete()  # what Django does as a request starts
+
+    with plain_sql.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()", [])
+        assert cursor.fetchone()[0] != dropped
