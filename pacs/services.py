@@ -97,11 +97,17 @@ class IngestSession:
 
     series: dict[tuple[int, str, str], tuple[int, int]] = field(default_factory=dict)
     study_ids: set[int] = field(default_factory=set)
+    # The study rows it has read or made, as they were then (STOW-RS names them in its
+    # audit events without reading them again).
+    studies: dict[int, Study] = field(default_factory=dict)
     deferred: bool = False
     # (instance id, storage key, put) inserted in the open transaction, file not settled;
     # no instance id: a refused instance's file, dropped once the transaction has ended
     unsettled: list[tuple[int | None, str, storage.PendingPut]] = field(default_factory=list)
     unflagged_study_ids: set[int] = field(default_factory=set)
+    # (storage key, whether the put made the file) named by `settle()` for rows the open
+    # transaction holds: dropped by `abandon()` if that transaction fails to commit.
+    installed: list[tuple[str, bool]] = field(default_factory=list)
 
     def settle(self) -> set[int]:
         """Before the caller's commit: wait until the files of the instances inserted
@@ -110,18 +116,20 @@ class IngestSession:
         task. Raises what the database raises (the caller rolls back and `abandon`s)."""
         failed: set[int] = set()
         for instance_id, key, pending in self.unsettled:
-            if instance_id is None:
+            if instance_id is None:  # refused: dropped whether the transaction commits or not
                 created = _install_settled(pending)
+                self.installed.append((key, created))
                 transaction.on_commit(functools.partial(_discard_unreferenced, key, created))
                 continue
             try:
-                pending.install()
+                self.installed.append((key, pending.install()))
             except OSError as error:
                 logger.error("cannot store instance %s: %s", instance_id, error)
                 failed.add(instance_id)
                 # renamed, then the folder's fsync failed: no row will name it
                 transaction.on_commit(functools.partial(_discard_unreferenced, key, True))
         self.unsettled.clear()
+        transaction.on_commit(self.installed.clear)
         if failed:
             Instance.objects.filter(pk__in=failed).delete()
         if self.unflagged_study_ids:
@@ -136,12 +144,14 @@ class IngestSession:
         series rows the transaction may have created."""
         self.series.clear()
         self.unflagged_study_ids.clear()
-        for _, key, pending in self.unsettled:
+        named = [(key, _install_settled(pending)) for _, key, pending in self.unsettled]
+        for key, created in self.installed + named:
             try:
-                _discard_unreferenced(key, _install_settled(pending))
+                _discard_unreferenced(key, created)
             except db.Error as error:  # the database is gone: check_storage finds the file
                 logger.error("cannot tell whether %s is still referenced: %s", key, error)
         self.unsettled.clear()
+        self.installed.clear()
 
 
 def duplicate_policy() -> DuplicatePolicy:
@@ -212,20 +222,24 @@ def ingest(
                 header, facility, series_id, study_id, key, digest, data, metadata, not deferred
             )
         elif (stored := _series_stored(header, facility)) is not None:  # as above
-            series_id, study_id = stored
+            series_id, study = stored
+            study_id = study.pk
             inserted = _insert_instance(
                 header, facility, series_id, study_id, key, digest, data, metadata, not deferred
             )
             if session is not None:
                 session.series[cache_key] = (series_id, study_id)
+                session.studies[study_id] = study
         else:  # a new series (and maybe study) commits with its first instance
             with transaction.atomic():
-                series_id, study_id = _series_for(header, facility, audit_context)
+                series_id, study = _series_for(header, facility, audit_context)
+                study_id = study.pk
                 inserted = _insert_instance(
                     header, facility, series_id, study_id, key, digest, data, metadata, not deferred
                 )
             if session is not None:
                 session.series[cache_key] = (series_id, study_id)
+                session.studies[study_id] = study
     except BaseException:
         if session is not None:
             session.series.clear()  # a remembered row may be what is gone
@@ -389,23 +403,23 @@ def _insert_instance(
         return row[0], cursor.rowcount > 0
 
 
-def _series_stored(header: Header, facility: Facility) -> tuple[int, int] | None:
-    """(series id, study id) of the instance's series if it is stored, with one prepared
+def _series_stored(header: Header, facility: Facility) -> tuple[int, Study] | None:
+    """(series id, study) of the instance's series if it is stored, with one prepared
     statement (no savepoint then, no ORM lookups); IngestError if of another study."""
     known = _series_known(facility, header.series_instance_uid)
     if known is None:
         return None
-    series_id, study_id, study_uid = known
-    if study_uid != header.study_instance_uid:
+    series_id, study = known
+    if study.study_instance_uid != header.study_instance_uid:
         raise IngestError(
             f"series {header.series_instance_uid} already belongs to another study",
             STATUS_CANNOT_UNDERSTAND,
         )
-    return series_id, study_id
+    return series_id, study
 
 
-def _series_for(header: Header, facility: Facility, audit_context: dict) -> tuple[int, int]:
-    """(series id, study id) of the instance's series, creating rows as needed."""
+def _series_for(header: Header, facility: Facility, audit_context: dict) -> tuple[int, Study]:
+    """(series id, study) of the instance's series, creating rows as needed."""
     stored = _series_stored(header, facility)  # made meanwhile by another push?
     if stored is not None:
         return stored
@@ -434,23 +448,24 @@ def _series_for(header: Header, facility: Facility, audit_context: dict) -> tupl
             f"series {header.series_instance_uid} already belongs to another study",
             STATUS_CANNOT_UNDERSTAND,
         )
-    return series.pk, study.pk
+    return series.pk, study
 
 
-def _series_known(facility: Facility, series_uid: str) -> tuple[int, int, str] | None:
-    """(series id, study id, study UID) of a series already stored, else None. Each
-    STOW-RS request and each association asks once per series it stores into."""
+def _series_known(facility: Facility, series_uid: str) -> tuple[int, Study] | None:
+    """(series id, its study) of a series already stored, else None. Each STOW-RS
+    request and each association asks once per series it stores into."""
     with plain_sql.cursor() as cursor:
         cursor.execute(_series_known_sql(), [facility.pk, series_uid])
         row = cursor.fetchone()
-    return None if row is None else (row[0], row[1], row[2])
+    return None if row is None else (row[-1], plain_sql.instance_of(Study, row))
 
 
 @functools.cache
 def _series_known_sql() -> str:
     quote = connection.ops.quote_name
+    study_columns = ", ".join(f"t.{quote(f.column)}" for f in Study._meta.concrete_fields)
     return (
-        f"SELECT s.{quote('id')}, s.{quote('study_id')}, t.{quote('study_instance_uid')} "  # noqa: S608
+        f"SELECT {study_columns}, s.{quote('id')} "  # noqa: S608
         f"FROM {quote(Series._meta.db_table)} s JOIN {quote(Study._meta.db_table)} t "
         f"ON t.{quote('id')} = s.{quote('study_id')} "
         f"WHERE s.{quote('facility_id')} = %s AND s.{quote('series_instance_uid')} = %s"

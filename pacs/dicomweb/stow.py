@@ -97,7 +97,31 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     def store_part(part: multipart.Part) -> Stored | Failed:
         return _store_part(part, declared_type, study_uid, facility, scope, remote_addr, session)
 
-    results = _store_all(parts, store_part, session)
+    places: dict[int, tuple[int, str, str]] = {}
+    chunks = 0
+
+    def record(chunk: list[Stored | Failed]) -> None:
+        """Audit a chunk in its own transaction: no instance is committed unaudited."""
+        nonlocal chunks
+        chunks += 1
+        stored = [result for result in chunk if isinstance(result, Stored)]
+        studies = _studies(stored)
+        places.update(studies)
+        uids = {uid for _, uid, _ in studies.values()} | ({study_uid} if study_uid else set())
+        _audit(
+            request,
+            scope,
+            audit.Action.CREATE,
+            study=_only_study(studies, session.studies) if len(uids) == 1 else None,
+            resource="instances",
+            facility=facility.code,
+            stored=len(stored),
+            failed=len(chunk) - len(stored),
+            studies=sorted(uids)[:20],
+            chunk=chunks,
+        )
+
+    results = _store_all(parts, store_part, session, record)
     if not results:
         raise DicomWebError(400, "the request holds no instances")
 
@@ -105,21 +129,9 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     failed = [result for result in results if isinstance(result, Failed)]
     if not stored and all(result.media_type for result in failed):
         raise DicomWebError(415, failed[0].reason)
-    studies = _studies(stored)
-    study_uids = {uid for _, uid, _ in studies.values()} | ({study_uid} if study_uid else set())
-    _audit(
-        request,
-        scope,
-        audit.Action.CREATE,
-        study=_only_study(studies) if len(study_uids) == 1 else None,
-        resource="instances",
-        facility=facility.code,
-        stored=len(stored),
-        failed=len(failed),
-        studies=sorted(study_uids)[:20],
-    )
+    study_uids = {uid for _, uid, _ in places.values()} | ({study_uid} if study_uid else set())
     root = base_url(request)
-    document = _response(root, study_uids, stored, failed, studies)
+    document = _response(root, study_uids, stored, failed, places)
     status = 200 if not failed else 202 if stored else 409
     return HttpResponse(
         json.dumps(document, ensure_ascii=False, separators=(",", ":")),
@@ -132,26 +144,32 @@ def _store_all(
     parts: Iterator[multipart.Part],
     store_part: Callable[[multipart.Part], Stored | Failed],
     session: services.IngestSession,
+    record: Callable[[list[Stored | Failed]], None],
 ) -> list[Stored | Failed]:
-    """Every part's result, stored chunk by chunk: each chunk's rows are committed in one
-    transaction once their files are durable (`IngestSession.settle`)."""
+    """Every part's result, stored chunk by chunk: each chunk's rows and its audit event
+    are committed in one transaction once their files are durable (`IngestSession.settle`)."""
     results: list[Stored | Failed] = []
     more = True
     while more:
         chunk: list[Stored | Failed] = []
         try:
-            more, failed_ids = _store_chunk(parts, store_part, chunk, results, session)
+            more = _store_chunk(parts, store_part, chunk, results, session, record)
         except (DatabaseError, InterfaceError, _IndexFailure) as error:  # a deadlock, no database
             session.abandon()
             chunk = [_not_indexed(item) for item in chunk]
             if isinstance(error, _IndexFailure):
                 chunk.append(error.refused)
             logger.error("STOW-RS: %d instances not indexed: %s", len(chunk), error)
-            failed_ids = set()
+            try:  # the attempt is audited if the database still takes it
+                record(chunk)
+            except DatabaseError as failure:
+                logger.error(
+                    "STOW-RS: the refusal of %d instances is not audited: %s", len(chunk), failure
+                )
         except BaseException:
             session.abandon()
             raise
-        results += (_file_failed(item) if _in(item, failed_ids) else item for item in chunk)
+        results += chunk
     return results
 
 
@@ -169,11 +187,12 @@ def _store_chunk(
     chunk: list[Stored | Failed],
     earlier: list[Stored | Failed],
     session: services.IngestSession,
-) -> tuple[bool, set[int]]:
-    """Store parts into `chunk` in one transaction until it is full or old: (whether
-    parts may follow, ids of instances whose file failed). The transaction begins once
-    the first part is in (a part is received whole before `parts` yields it), not
-    while it arrives: SQLite takes its write lock at BEGIN."""
+    record: Callable[[list[Stored | Failed]], None],
+) -> bool:
+    """Store parts into `chunk` in one transaction until it is full or old; whether parts
+    may follow. The transaction begins once the first part is in (a part is received
+    whole before `parts` yields it), not while it arrives: SQLite takes its write lock at
+    BEGIN."""
     with contextlib.ExitStack() as once_received:
         more = False
         started = 0.0
@@ -188,7 +207,11 @@ def _store_chunk(
                     break
         except (multipart.MultipartError, OSError, UnreadablePostError) as error:
             _refuse_rest(chunk, earlier, error)
-        return more, session.settle()
+        failed_ids = session.settle()
+        chunk[:] = [_file_failed(item) if _in(item, failed_ids) else item for item in chunk]
+        if chunk:
+            record(chunk)
+        return more
 
 
 def _refuse_rest(
@@ -411,11 +434,15 @@ def _studies(stored: list[Stored]) -> dict[int, tuple[int, str, str]]:
     return places
 
 
-def _only_study(studies: dict[int, tuple[int, str, str]]) -> Study | None:
+def _only_study(studies: dict[int, tuple[int, str, str]], known: dict[int, Study]) -> Study | None:
+    """The one study of `studies` (as the ingest read or made it, else read now)."""
     study_ids = {study_id for study_id, _, _ in studies.values()}
     if len(study_ids) != 1:
         return None
-    found = _rows(Study, "id", list(study_ids))
+    (study_id,) = study_ids
+    if study_id in known:
+        return known[study_id]
+    found = _rows(Study, "id", [study_id])
     return found[0] if found else None
 
 

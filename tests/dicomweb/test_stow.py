@@ -381,6 +381,56 @@ def test_an_index_failure_refuses_its_chunk_and_keeps_the_others(
     )
 
 
+def test_each_chunk_commits_with_its_audit_event(
+    live_server, image_store, technologist, monkeypatch
+):
+    """A stored instance is never committed unaudited: a request of several chunks is
+    one event per chunk, each with that chunk's counts."""
+    monkeypatch.setattr(stow, "CHUNK_INSTANCES", 2)
+    response = post(live_server, technologist, body(*ct(count=5)))
+
+    assert response.status_code == 200, response.text
+    events = AuditEvent.objects.filter(door="dicomweb", detail__has_key="stored").order_by("pk")
+    assert [(e.detail["chunk"], e.detail["stored"], e.detail["failed"]) for e in events] == [
+        (1, 2, 0),
+        (2, 2, 0),
+        (3, 1, 0),
+    ]
+    study = Study.objects.get()
+    assert {(e.object_type, e.object_id) for e in events} == {("study", str(study.pk))}
+
+
+def test_a_chunk_whose_audit_event_fails_is_refused_and_leaves_no_files(
+    live_server, image_store, technologist, monkeypatch
+):
+    """The event is written after the files are named: when it fails, the transaction's
+    rows are rolled back and the files named for them are removed too."""
+    from django.db import OperationalError
+
+    from pacs.dicomweb import views
+
+    instances = ct(count=3)
+    uids = [dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID for data in instances]
+    audit = views._audit
+    calls = []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("the audit table is locked")
+        return audit(*args, **kwargs)
+
+    monkeypatch.setattr(views, "_audit", fails_once)
+    response = post(live_server, technologist, body(*instances))
+
+    assert response.status_code == 409, response.text
+    assert failures(response.json()) == [(0xA700, uid, stow.NOT_INDEXED) for uid in uids]
+    assert not Instance.objects.exists()
+    assert stored_files(image_store) == []
+    event = AuditEvent.objects.get(door="dicomweb", detail__has_key="stored")  # the refusal
+    assert (event.detail["stored"], event.detail["failed"]) == (0, 3)
+
+
 @NEEDS_POSTGRESQL
 def test_two_uploads_of_one_new_series_at_once_both_succeed(
     live_server, image_store, technologist, monkeypatch
