@@ -11,7 +11,7 @@ import functools
 import hashlib
 import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.db import connection
@@ -191,14 +191,39 @@ def instance_bytes(instance: Instance, syntax: str) -> bytes:
     return out.getvalue()
 
 
+class StoredFileChanged(Exception):
+    """A stored file is not the size its index row says (it was damaged after ingest):
+    a response that promised that size is broken off rather than sent with other bytes
+    (`check_storage` reports the file)."""
+
+    def __init__(self, key: str, indexed: int, found: int) -> None:
+        super().__init__(f"{key}: {found} bytes where the index says {indexed}")
+
+
 def multipart(parts: Iterator[tuple[bytes, dict[str, str]]], boundary: str) -> Iterator[bytes]:
     """A multipart/related body (RFC 2387), one part at a time."""
     for body, headers in parts:
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        yield f"--{boundary}\r\n{head}\r\n".encode()
+        yield part_head(boundary, headers)
         yield body  # as it is: no copy of a whole file per part
         yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode()
+    yield close_delimiter(boundary)
+
+
+def multipart_length(parts: Iterable[tuple[int, dict[str, str]]], boundary: str) -> int:
+    """The length of `multipart`'s body for parts of these (body length, headers)."""
+    total = len(close_delimiter(boundary))
+    for size, headers in parts:
+        total += len(part_head(boundary, headers)) + size + 2
+    return total
+
+
+def part_head(boundary: str, headers: dict[str, str]) -> bytes:
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return f"--{boundary}\r\n{head}\r\n".encode()
+
+
+def close_delimiter(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode()
 
 
 def new_boundary() -> str:

@@ -86,6 +86,43 @@ def test_retrieving_a_series_gives_every_instance(dicomweb, archive):
     assert {d.SeriesInstanceUID for d in got} == {sent.SeriesInstanceUID}
 
 
+def test_a_series_as_stored_declares_its_length_and_is_not_chunked(dicomweb, archive, live_server):
+    """The sizes are in the index: the body goes out with a Content-Length, and each file
+    once (a chunked body makes the server copy each file into its chunk)."""
+    sent = dcmread(io.BytesIO(archive.sent["first"][0]))
+    series = f"studies/{sent.StudyInstanceUID}/series/{sent.SeriesInstanceUID}"
+    url = f"{live_server.url}/dicom-web/{series}"
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    response = requests.get(url, headers={**auth(dicomweb), "Accept": accept}, timeout=10)
+    assert response.status_code == 200
+    assert "Transfer-Encoding" not in response.headers
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert response.content.count(b"\r\nContent-Type: application/dicom; transfer-syntax=") == 3
+
+
+def test_a_stored_file_of_another_size_breaks_the_transfer_off(dicomweb, archive, monkeypatch):
+    """The length is promised before the files are read: a damaged file must not go out
+    as if it were the instance."""
+    from pacs import storage
+    from pacs.dicomweb import wado
+    from pacs.models import Instance
+
+    sent = dcmread(io.BytesIO(archive.sent["first"][0]))
+    damaged = Instance.objects.get(sop_instance_uid=sent.SOPInstanceUID).storage_key
+    read = storage.read
+    monkeypatch.setattr(
+        storage, "read", lambda key: read(key)[:-10] if key == damaged else read(key)
+    )
+    client = Client(HTTP_AUTHORIZATION=auth(dicomweb)["Authorization"])
+    response = client.get(
+        f"/dicom-web/studies/{sent.StudyInstanceUID}/series/{sent.SeriesInstanceUID}",
+        HTTP_ACCEPT='multipart/related; type="application/dicom"',
+    )
+    assert response.status_code == 200
+    with pytest.raises(wado.StoredFileChanged, match="where the index says"):
+        b"".join(response.streaming_content)
+
+
 def test_a_compressed_instance_is_decoded_for_explicit_vr_little_endian(
     dicomweb, archive, facility_a
 ):
