@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
+from accounts import scoping
 from accounts.models import Facility, Membership, User
 from config import plain_sql
 
@@ -49,9 +50,9 @@ def token_digest(token: str) -> str:
 
 
 def token_with_user(token: str) -> tuple[User, Token] | None:
-    """The stored token of `token` and its user, whose roles per active facility are
-    filled in (what `accounts.scoping.roles_by_facility` would read next); None if no
-    such token."""
+    """The stored token of `token` and its user, whose roles and codes of its active
+    facilities are filled in (what `accounts.scoping.roles_by_facility` and
+    `facility_codes` would read next); None if no such token."""
     key = token_digest(token)
     with plain_sql.cursor() as cursor:
         cursor.execute(_token_statement(), [key])
@@ -60,12 +61,14 @@ def token_with_user(token: str) -> tuple[User, Token] | None:
         return None
     user = plain_sql.instance_of(User, rows[0])
     roles: dict[int, set[str]] = {}
+    codes: dict[int, str] = {}
     for row in rows:
-        facility_id, role = row[-2], row[-1]
+        facility_id, role, code = row[-3], row[-2], row[-1]
         if facility_id is not None:
             roles.setdefault(facility_id, set()).add(role)
+            codes[facility_id] = code
     if user.is_active:
-        user.__dict__["_facility_roles_cache"] = roles
+        scoping.remember_facilities(user, roles, codes)
     return user, Token(key=key, user=user)
 
 
@@ -74,10 +77,11 @@ def _token_statement() -> str:
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     user_columns = ", ".join(f"u.{quote(field.column)}" for field in User._meta.concrete_fields)
     return (
-        f"SELECT {user_columns}, r.facility_id AS role_facility_id, r.role AS role_name"  # noqa: S608
+        f"SELECT {user_columns}, r.facility_id AS role_facility_id, r.role AS role_name,"  # noqa: S608
+        " r.code AS facility_code"
         f" FROM {quote(Token._meta.db_table)} t"
         f" JOIN {quote(User._meta.db_table)} u ON u.id = t.user_id"
-        f" LEFT JOIN (SELECT m.user_id, m.facility_id, m.role"
+        f" LEFT JOIN (SELECT m.user_id, m.facility_id, m.role, f.code"
         f" FROM {quote(Membership._meta.db_table)} m"
         f" JOIN {quote(Facility._meta.db_table)} f ON f.id = m.facility_id"
         f" WHERE f.is_active) r ON r.user_id = u.id"

@@ -26,14 +26,28 @@ def roles_by_facility(user: User | None) -> dict[int, set[str]]:
     if cache is None:
         from accounts.models import Membership
 
-        cache = {}
+        cache, codes = {}, {}
         rows = Membership.objects.filter(user=user, facility__is_active=True).values_list(
-            "facility_id", "role"
+            "facility_id", "role", "facility__code"
         )
-        for facility_id, role in rows:
+        for facility_id, role, code in rows:
             cache.setdefault(facility_id, set()).add(role)
-        user.__dict__["_facility_roles_cache"] = cache
+            codes[facility_id] = code
+        remember_facilities(user, cache, codes)
     return cache
+
+
+def facility_codes(user: User | None) -> dict[int, str]:
+    """The codes of the user's active facilities, read with their roles."""
+    roles_by_facility(user)
+    return user.__dict__.get("_facility_codes_cache", {}) if user is not None else {}
+
+
+def remember_facilities(user: User, roles: dict[int, set[str]], codes: dict[int, str]) -> None:
+    """Keep what `roles_by_facility` and `facility_codes` answer for this user object
+    (token authentication reads both with the token)."""
+    user.__dict__["_facility_roles_cache"] = roles
+    user.__dict__["_facility_codes_cache"] = codes
 
 
 def facility_ids_for(user: User | None, capability: str | None = None) -> set[int]:

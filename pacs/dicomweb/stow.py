@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pydicom
-from django.db import DatabaseError, InterfaceError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
-from accounts import audit
+from accounts import audit, scoping
 from accounts.models import Facility
 from config import plain_sql
 from pacs import services, storage
@@ -290,7 +290,16 @@ def _facility(request: HttpRequest, scope: Scope) -> Facility:
     """Where the instances go: the one facility the user may upload to, or ?facility=."""
     if not scope.upload_facility_ids:
         raise DicomWebError(403, "you may not store images at any facility")
-    choices = _rows(Facility, "id", sorted(scope.upload_facility_ids))
+    # Id and code, read with the user's roles (the token's statement): the rest of the
+    # row is read only if asked for.
+    codes = scoping.facility_codes(scope.user)
+    if scope.upload_facility_ids <= codes.keys():
+        choices = [
+            Facility.from_db(DEFAULT_DB_ALIAS, ["id", "code"], [pk, codes[pk]])
+            for pk in scope.upload_facility_ids
+        ]
+    else:
+        choices = _rows(Facility, "id", sorted(scope.upload_facility_ids))
     choices.sort(key=lambda facility: facility.code)
     code = request.GET.get("facility", "")
     if code:

@@ -13,7 +13,7 @@ from accounts.authentication import (
 )
 from accounts.models import Membership
 from accounts.roles import Role
-from accounts.scoping import roles_by_facility
+from accounts.scoping import facility_codes, roles_by_facility
 from tests.factories import FacilityFactory, UserFactory, api_token, member
 
 pytestmark = pytest.mark.django_db
@@ -43,13 +43,28 @@ def test_a_token_gives_its_user_and_the_roles_at_active_facilities_in_one_query(
         with CaptureQueriesContext(connection) as queries:
             found, token = _authenticate(f"{scheme} {key}")
             roles = roles_by_facility(found)
+            codes = facility_codes(found)
         assert len(queries) == 1
+        assert codes == {facility_a.pk: facility_a.code, facility_b.pk: facility_b.code}
         assert found == user and found.username == "reader" and token.key == token_digest(key)
         assert found.is_active and found.last_login == user.last_login
         assert roles == {
             facility_a.pk: {Role.RADIOLOGIST, Role.TECHNOLOGIST},
             facility_b.pk: {Role.FRONT_DESK},
         }
+
+
+def test_a_session_user_gets_the_codes_of_its_active_facilities_with_its_roles(
+    facility_a, facility_b
+):
+    user = member(facility_a, Role.RADIOLOGIST, username="reader")
+    closed = FacilityFactory(name="Closed", code="GONE", is_active=False)
+    Membership.objects.create(user=user, facility=closed, role=Role.RADIOLOGIST)
+    with CaptureQueriesContext(connection) as queries:
+        codes = facility_codes(user)
+        roles = roles_by_facility(user)
+    assert len(queries) == 1
+    assert (codes, roles) == ({facility_a.pk: facility_a.code}, {facility_a.pk: {Role.RADIOLOGIST}})
 
 
 def test_a_user_without_roles_authenticates_with_none():

@@ -381,6 +381,25 @@ def test_an_index_failure_refuses_its_chunk_and_keeps_the_others(
     )
 
 
+def test_a_token_upload_takes_its_facility_from_the_token_statement(
+    image_store, technologist, monkeypatch
+):
+    """The facility's id and code come with the user's roles: no facility row is read."""
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from pacs import services
+
+    monkeypatch.setattr(services, "_refresh_soon", lambda study_id: None)  # a worker's task
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_token(technologist)}")
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post("/dicom-web/studies", data=body(*ct()), content_type=MULTIPART)
+
+    assert response.status_code == 200, response.content
+    assert Instance.objects.get().facility == technologist.memberships.get().facility
+    assert not [query for query in queries if 'FROM "accounts_facility"' in query["sql"]]
+
+
 def test_each_chunk_commits_with_its_audit_event(
     live_server, image_store, technologist, monkeypatch
 ):
