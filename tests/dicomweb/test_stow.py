@@ -3,6 +3,7 @@
 import io
 import json
 import tracemalloc
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 import pytest
@@ -57,6 +58,20 @@ def post(live_server, user, data, path: str = "studies", **headers: str):
     return requests.post(
         f"{live_server.url}/dicom-web/{path}", data=data, headers=headers, timeout=30
     )
+
+
+def failing_call(number: int, function: Callable, error: Exception) -> Callable:
+    """`function`, but its `number`th call raises `error`."""
+    calls = 0
+
+    def wrapper(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == number:
+            raise error
+        return function(*args, **kwargs)
+
+    return wrapper
 
 
 def failures(document: dict) -> list[tuple[int, str, str]]:
@@ -358,15 +373,9 @@ def test_an_index_failure_refuses_its_chunk_and_keeps_the_others(
     monkeypatch.setattr(stow, "CHUNK_INSTANCES", 2)
     instances = ct(count=5)
     uids = [dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID for data in instances]
-    insert = services._insert_instance
-    calls = []
-
-    def deadlocks_on_the_fourth(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise OperationalError("deadlock detected")
-        return insert(*args, **kwargs)
-
+    deadlocks_on_the_fourth = failing_call(
+        4, services._insert_instance, OperationalError("deadlock detected")
+    )
     monkeypatch.setattr(services, "_insert_instance", deadlocks_on_the_fourth)
     response = post(live_server, technologist, body(*instances))
 
@@ -430,15 +439,7 @@ def test_a_chunk_whose_audit_event_fails_is_refused_and_leaves_no_files(
 
     instances = ct(count=3)
     uids = [dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID for data in instances]
-    audit = views._audit
-    calls = []
-
-    def fails_once(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("the audit table is locked")
-        return audit(*args, **kwargs)
-
+    fails_once = failing_call(1, views._audit, OperationalError("the audit table is locked"))
     monkeypatch.setattr(views, "_audit", fails_once)
     response = post(live_server, technologist, body(*instances))
 
