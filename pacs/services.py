@@ -109,6 +109,11 @@ class IngestSession:
     # transaction holds: dropped by `abandon()` if that transaction fails to commit.
     installed: list[tuple[str, bool]] = field(default_factory=list)
 
+    def remember(self, key: tuple[int, str, str], series_id: int, study: Study) -> None:
+        """The series (facility, study UID, series UID) `key` is stored, in `study`."""
+        self.series[key] = (series_id, study.pk)
+        self.studies[study.pk] = study
+
     def settle(self) -> set[int]:
         """Before the caller's commit: wait until the files of the instances inserted
         since the last call are durable; delete the rows of those whose file failed
@@ -228,8 +233,7 @@ def ingest(
                 header, facility, series_id, study_id, key, digest, data, metadata, not deferred
             )
             if session is not None:
-                session.series[cache_key] = (series_id, study_id)
-                session.studies[study_id] = study
+                session.remember(cache_key, series_id, study)
         else:  # a new series (and maybe study) commits with its first instance
             with transaction.atomic():
                 series_id, study = _series_for(header, facility, audit_context)
@@ -238,8 +242,7 @@ def ingest(
                     header, facility, series_id, study_id, key, digest, data, metadata, not deferred
                 )
             if session is not None:
-                session.series[cache_key] = (series_id, study_id)
-                session.studies[study_id] = study
+                session.remember(cache_key, series_id, study)
     except BaseException:
         if session is not None:
             session.series.clear()  # a remembered row may be what is gone
