@@ -148,6 +148,7 @@ class IngestSession:
         """After the caller rolled back: drop the files no row will name, and forget the
         series rows the transaction may have created."""
         self.series.clear()
+        self.studies.clear()
         self.unflagged_study_ids.clear()
         named = [(key, _install_settled(pending)) for _, key, pending in self.unsettled]
         for key, created in self.installed + named:
@@ -244,8 +245,9 @@ def ingest(
             if session is not None:
                 session.remember(cache_key, series_id, study)
     except BaseException:
-        if session is not None:
-            session.series.clear()  # a remembered row may be what is gone
+        if session is not None:  # a remembered row may be what is gone
+            session.series.clear()
+            session.studies.clear()
         if deferred:  # the transaction may be lost: the file is dropped once it has ended
             session.unsettled.append((None, key, pending))
             raise

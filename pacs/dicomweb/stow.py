@@ -101,7 +101,7 @@ def store(request: HttpRequest, scope: Scope, study_uid: str) -> HttpResponse:
     chunks = 0
 
     def record(chunk: list[Stored | Failed]) -> None:
-        """Audit a chunk in its own transaction: no instance is committed unaudited."""
+        """Audit a chunk within its transaction: no instance is committed unaudited."""
         nonlocal chunks
         chunks += 1
         stored = [result for result in chunk if isinstance(result, Stored)]
@@ -162,7 +162,7 @@ def _store_all(
             logger.error("STOW-RS: %d instances not indexed: %s", len(chunk), error)
             try:  # the attempt is audited if the database still takes it
                 record(chunk)
-            except DatabaseError as failure:
+            except (DatabaseError, InterfaceError) as failure:
                 logger.error(
                     "STOW-RS: the refusal of %d instances is not audited: %s", len(chunk), failure
                 )
